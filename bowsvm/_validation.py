@@ -1,0 +1,122 @@
+"""The one validation module: every public function checks its input here.
+
+Messages name the argument, what was received, what was expected and how to
+fix it. ValueError for bad values and shapes, TypeError for bad types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+
+import numpy as np
+
+__all__ = [
+    "check_array",
+    "check_choice",
+    "check_int",
+    "check_real",
+]
+
+
+def check_choice(name: str, value, table: Mapping):
+    """Resolve a string option through a module-level table.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a key of ``table``; the message lists valid names.
+    """
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(k) for k in table)
+        raise ValueError(
+            f"{name}={value!r} is not a valid option; expected one of {valid}."
+        ) from None
+
+
+def check_int(name: str, value, *, low=None, high=None) -> int:
+    """Check that ``value`` is an integer in ``[low, high]`` and return it as int."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}; "
+            f"pass a whole number."
+        )
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name}={value} is too small; expected {name} >= {low}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name}={value} is too large; expected {name} <= {high}.")
+    return value
+
+
+def check_real(name: str, value, *, low=None, high=None, low_open=False) -> float:
+    """Check that ``value`` is a finite real number in range and return a float."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(
+            f"{name} must be a real number, got {type(value).__name__} {value!r}."
+        )
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}={value} is not finite; pass a finite number.")
+    if low is not None:
+        if low_open and value <= low:
+            raise ValueError(f"{name}={value} is out of range; expected {name} > {low}.")
+        if not low_open and value < low:
+            raise ValueError(f"{name}={value} is out of range; expected {name} >= {low}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name}={value} is out of range; expected {name} <= {high}.")
+    return value
+
+
+def check_array(
+    name: str,
+    X,
+    *,
+    ndim: int | None = None,
+    dtypes=(np.float32, np.float64),
+    allow_nonfinite: bool = False,
+    min_rows: int = 0,
+):
+    """Validate a numeric array and return it C-contiguous.
+
+    float32 stays float32; every other numeric dtype becomes float64 (unless
+    ``dtypes`` says otherwise: the first entry of ``dtypes`` is the fallback).
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is not numeric.
+    ValueError
+        If ``X`` has the wrong number of dimensions, too few rows, or NaN/Inf.
+    """
+    arr = np.asarray(X)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise TypeError(
+            f"{name} must be a numeric array, got dtype {arr.dtype}; "
+            f"convert it with np.asarray(..., dtype=np.float32)."
+        )
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}.")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-dimensional, got an array of shape {arr.shape}; "
+            f"reshape it to {ndim} dimensions."
+        )
+    if arr.ndim >= 1 and arr.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} must have at least {min_rows} row(s), got shape {arr.shape}."
+        )
+    if dtypes is not None and arr.dtype not in [np.dtype(d) for d in dtypes]:
+        target = np.float64 if np.dtype(np.float64) in [np.dtype(d) for d in dtypes] else dtypes[0]
+        arr = arr.astype(target)
+    if not allow_nonfinite and arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}); "
+            f"clean or impute the input first."
+        )
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``bowsvm`` console script, one module each (see bowsvm.cli)."""

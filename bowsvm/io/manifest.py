@@ -1,0 +1,98 @@
+"""JSON manifests and content hashes.
+
+Each stage output folder holds ``manifest.json``: what the stage was, what it
+was built from (with hashes), the options it used, and its counts. A stage
+refuses inputs whose manifest does not match what it expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from bowsvm.io.atomic import MANIFEST
+
+
+def content_hash(obj) -> str:
+    """A short stable SHA-256 hash of a JSON-able object or of bytes."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj)
+    else:
+        data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON to ``path`` through a temporary file and rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def read_manifest(folder, stage: str | None = None) -> dict:
+    """Read ``folder/manifest.json``; check its ``stage`` field if given.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or its manifest is missing or incomplete.
+    ValueError
+        If the manifest belongs to a different stage.
+    """
+    from bowsvm.io.atomic import check_complete
+
+    folder = check_complete(folder, what=stage or "input")
+    with open(folder / MANIFEST) as f:
+        m = json.load(f)
+    if stage is not None and m.get("stage") != stage:
+        raise ValueError(
+            f"{str(folder)!r} holds the output of stage {m.get('stage')!r}, expected "
+            f"{stage!r}; pass the folder written by `bowsvm {stage}`."
+        )
+    return m
+
+
+def require_manifest_match(what: str, expected: dict, found: dict) -> None:
+    """Raise ValueError naming every key whose value differs.
+
+    Raises
+    ------
+    ValueError
+        If any key of ``expected`` has a different value in ``found``.
+    """
+    diffs = [
+        f"{k}: expected {expected[k]!r}, found {found.get(k)!r}"
+        for k in expected
+        if found.get(k) != expected[k]
+    ]
+    if diffs:
+        raise ValueError(
+            f"{what} does not match what this stage expects ("
+            + "; ".join(diffs)
+            + "); rebuild it from the same inputs or pass the matching folder."
+        )
