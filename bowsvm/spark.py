@@ -15,6 +15,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO_ROOT / "jobs"
+LOG4J2_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 def spark_env(extra: dict | None = None) -> dict:
@@ -66,9 +67,13 @@ def spark_submit(job: str, job_args: list[str], master: str = "local[*]",
     """
     script = JOBS_DIR / job
     cmd = [spark_submit_path(), "--master", master, "--driver-memory", driver_memory]
-    for c in conf or []:
+    conf = list(conf or [])
+    for c in conf:
         if "=" not in c:
             raise ValueError(f"--conf {c!r} is not KEY=VALUE; write it like spark.executor.memory=4g.")
+    if not any(c.startswith("spark.driver.extraJavaOptions=") for c in conf):
+        conf.append(f"spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={LOG4J2_CONFIG}")
+    for c in conf:
         cmd += ["--conf", c]
     if not master.startswith("local"):
         # Ship the package to remote executors as a zip (built once per call).
@@ -84,6 +89,50 @@ def _package_zip() -> Path:
 
     out = Path(tempfile.mkdtemp(prefix="bowsvm-pyfiles-")) / "bowsvm"
     return Path(shutil.make_archive(str(out), "zip", root_dir=REPO_ROOT, base_dir="bowsvm"))
+
+
+def forward_args(add_job_arguments, args) -> list[str]:
+    """Turn parsed subcommand options back into the job script's argv.
+
+    ``add_job_arguments(parser)`` is the one function that defines a job's
+    options; both the job script and its ``bowsvm`` subcommand call it, so the
+    two can never disagree.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    add_job_arguments(p)
+    argv: list[str] = []
+    for action in p._actions:
+        if not action.option_strings:
+            value = getattr(args, action.dest)
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            continue
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(flag)
+        elif isinstance(action, argparse._StoreFalseAction):
+            if not value:
+                argv.append(flag)
+        elif value is not None:
+            if isinstance(value, (list, tuple)):
+                for v in value:
+                    argv += [flag, str(v)]
+            else:
+                argv += [flag, str(value)]
+    return argv
+
+
+def run_job(main, prog: str) -> None:
+    """Entry point of a script in jobs/: exit 2 with a one-line message on bad input."""
+    try:
+        code = main()
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    sys.exit(code)
 
 
 def build_session(app_name: str, conf: dict | None = None):
@@ -102,5 +151,67 @@ def build_session(app_name: str, conf: dict | None = None):
                 spark.conf.set(k, str(v))
             except Exception:  # static confs cannot be set at run time; ignore
                 pass
+    # Our own _SUCCESS marker (bowsvm.io.atomic) is the one that counts.
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        "mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     spark.sparkContext.setLogLevel(os.environ.get("BOWSVM_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+class SparkProgress:
+    """One-line progress reports per Spark stage in the driver log.
+
+    A daemon thread polls the status tracker and prints a line when a stage's
+    completed-task count changes (at most every ``interval`` seconds per stage)
+    and when it finishes. Use as a context manager around the actions of a job.
+    """
+
+    def __init__(self, spark, prefix: str = "bowsvm", interval: float = 5.0, stream=None):
+        import threading
+
+        self._sc = spark.sparkContext
+        self._prefix = prefix
+        self._interval = interval
+        self._stream = stream or sys.stderr
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._seen: dict[int, tuple[int, float]] = {}
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=2 * self._interval)
+        self._poll()
+        return False
+
+    def _loop(self):
+        while not self._stop.wait(min(1.0, self._interval)):
+            try:
+                self._poll()
+            except Exception:  # the tracker may vanish while the context stops
+                return
+
+    def _poll(self):
+        import time
+
+        tracker = self._sc.statusTracker()
+        now = time.monotonic()
+        for sid in list(tracker.getActiveStageIds()) + list(self._seen):
+            info = tracker.getStageInfo(sid)
+            if info is None:
+                continue
+            done, total = info.numCompletedTasks, info.numTasks
+            last = self._seen.get(sid)
+            if last is not None and last[0] == -1:
+                continue  # already reported finished
+            finished = done >= total and total > 0
+            if last is None or finished or (done != last[0] and now - last[1] >= self._interval):
+                name = info.name.split(" at ")[0]
+                state = "done" if finished else "running"
+                print(f"[{self._prefix}] stage {sid} ({name}): {done}/{total} tasks {state}"
+                      + (f", {info.numFailedTasks} failed attempts" if info.numFailedTasks else ""),
+                      file=self._stream, flush=True)
+                self._seen[sid] = (-1, now) if finished else (done, now)
