@@ -1,0 +1,303 @@
+"""Codebook sampling and feature extraction over image shards, free of Spark.
+
+``jobs/learn_codebook.py`` and ``jobs/extract_features.py`` call these inside
+partitions (``mapPartitions`` / ``mapInArrow``); :func:`extract_local` runs the
+very same functions in-process, which is what the Spark path is tested against.
+Nothing here raises on a bad image: the row carries an ``error`` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bowsvm.prepare import seeded_key
+
+# Test-only fault injection: when set, the first attempt of every even-numbered
+# task of the extraction job raises, so tests can check that retried output is
+# identical to a clean run's.
+FAIL_FIRST_ATTEMPT_ENV = "BOWSVM_TEST_FAIL_FIRST_ATTEMPT"
+
+MAX_BATCH_BYTES = 64 * 2**20
+
+
+def feature_set_preset(preset_name_or_path):
+    """The resolved preset dict and its hash."""
+    from bowsvm.presets import load_preset, preset_hash
+
+    preset = load_preset(preset_name_or_path)
+    return preset, preset_hash(preset)
+
+
+def image_shard_dir(images) -> Path:
+    """The shards folder of a complete `bowsvm prepare` output (checked)."""
+    from bowsvm.io import read_manifest
+
+    read_manifest(images, stage="prepare")
+    return Path(images) / "shards"
+
+
+def rows_per_batch(preset: dict) -> int:
+    """Images per Arrow batch so that one output batch stays within ~64 MB."""
+    dim = int(preset["output"]["dim"])
+    return int(np.clip(MAX_BATCH_BYTES // (4 * dim), 8, 1024))
+
+
+# --------------------------------------------------------------- codebook sample
+
+def choose_sample_images(ids, n_samples: int, samples_per_image: int, seed: int) -> set:
+    """Ids of the train images to sample descriptors from (seeded, order-free)."""
+    n_images = max(1, -(-n_samples // max(1, samples_per_image)))
+    ranked = sorted(ids, key=lambda i: (seeded_key(seed, i), i))
+    return set(ranked[:n_images])
+
+
+def sample_partition(rows, preset: dict, samples_per_image: int, seed: int):
+    """Yield ``(id, float32 bytes, n, d)`` descriptor samples, one per image.
+
+    The draw for an image depends only on (seed, id), so the sample does not
+    depend on partitioning or retries. Undecodable images yield nothing.
+    """
+    from bowsvm.coding import sample_descriptors
+    from bowsvm.features import decode_image
+
+    for image_id, data in rows:
+        try:
+            gray = decode_image(data, max_side=preset["max_side"])
+        except Exception:
+            continue
+        X = sample_descriptors(gray, preset, samples_per_image, seeded_key(seed, image_id))
+        if X.shape[0]:
+            yield image_id, X.astype(np.float32).tobytes(), int(X.shape[0]), int(X.shape[1])
+
+
+def stack_samples(rows) -> np.ndarray:
+    """Concatenate sample rows (sorted by id, so the order is reproducible)."""
+    rows = sorted(rows, key=lambda r: r[0])
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate([np.frombuffer(b, np.float32).reshape(n, d) for _, b, n, d in rows])
+
+
+# --------------------------------------------------------------- extraction
+
+def output_schema(preset: dict) -> pa.Schema:
+    """Arrow schema of the extraction job's rows (before splitting by split/error)."""
+    base = [("id", pa.string()), ("label", pa.int32()), ("split", pa.string()),
+            ("error", pa.string())]
+    if preset["output"]["layout"] == "dense":
+        return pa.schema(base + [("x", pa.list_(pa.float32()))])
+    return pa.schema(base + [("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float32()))])
+
+
+def spark_ddl(preset: dict) -> str:
+    """The same schema in Spark DDL, for ``mapInArrow``."""
+    base = "id string, label int, split string, error string, "
+    if preset["output"]["layout"] == "dense":
+        return base + "x array<float>"
+    return base + "indices array<int>, values array<float>"
+
+
+def encode_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBatch:
+    """Features of one batch of image-shard rows (columns id, label, split, image).
+
+    Images that fail to decode get an ``error`` and empty vectors.
+    """
+    from bowsvm.coding import encode_images
+    from bowsvm.features import decode_image
+
+    ids = batch.column("id").to_pylist()
+    labels = batch.column("label").to_pylist()
+    splits = batch.column("split").to_pylist()
+    data = batch.column("image").to_pylist()
+    grays, ok, errors = [], [], []
+    for d in data:
+        try:
+            grays.append(decode_image(d, max_side=preset["max_side"]))
+            ok.append(True)
+            errors.append(None)
+        except Exception as exc:  # recorded per image, never fatal
+            ok.append(False)
+            errors.append(f"undecodable image: {type(exc).__name__}: {exc}")
+    results = encode_images(grays, preset, codebook) if grays else []
+    it = iter(results)
+    dense = preset["output"]["layout"] == "dense"
+    dim = int(preset["output"]["dim"])
+    vecs = [next(it) if good else (np.zeros(0, np.float32) if dense else
+                                   (np.zeros(0, np.int32), np.zeros(0, np.float32)))
+            for good in ok]
+    cols = [pa.array(ids, pa.string()), pa.array(labels, pa.int32()),
+            pa.array(splits, pa.string()), pa.array(errors, pa.string())]
+    if dense:
+        lens = [dim if good else 0 for good in ok]
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+        flat = np.concatenate(vecs).astype(np.float32) if vecs else np.zeros(0, np.float32)
+        cols.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
+    else:
+        lens = [v[0].shape[0] for v in vecs]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+        ind = np.concatenate([v[0] for v in vecs]).astype(np.int32) if vecs else np.zeros(0, np.int32)
+        val = np.concatenate([v[1] for v in vecs]).astype(np.float32) if vecs else np.zeros(0, np.float32)
+        cols += [pa.ListArray.from_arrays(offsets, pa.array(ind)),
+                 pa.ListArray.from_arrays(offsets, pa.array(val))]
+    return pa.RecordBatch.from_arrays(cols, schema=output_schema(preset))
+
+
+def maybe_inject_failure() -> None:
+    """Raise on the first attempt of even-numbered tasks when the test variable is set."""
+    import os
+
+    if os.environ.get(FAIL_FIRST_ATTEMPT_ENV):
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None and ctx.attemptNumber() == 0 and ctx.partitionId() % 2 == 0:
+            raise RuntimeError(f"injected failure ({FAIL_FIRST_ATTEMPT_ENV}) in task "
+                               f"{ctx.partitionId()} attempt 0")
+
+
+def extract_local(images, preset, codebook, splits=None, batch_rows: int | None = None):
+    """In-process extraction of an image-shard folder: ``{split: (ids, labels, X)}``.
+
+    The same per-batch function as the Spark job, without Spark; rows sorted by id.
+    """
+    from bowsvm.coding import stack_features
+
+    preset = feature_set_preset(preset)[0] if not isinstance(preset, dict) else preset
+    batch_rows = batch_rows or rows_per_batch(preset)
+    out: dict[str, list] = {}
+    for f in sorted(image_shard_dir(images).glob("*.parquet")):
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows,
+                                                 columns=["id", "label", "split", "image"]):
+            res = encode_batch(rb, preset, codebook).to_pylist()
+            for r in res:
+                if r["error"] is None and (splits is None or r["split"] in splits):
+                    out.setdefault(r["split"], []).append(r)
+    dim = int(preset["output"]["dim"])
+    result = {}
+    for split, rows in out.items():
+        rows.sort(key=lambda r: r["id"])
+        if preset["output"]["layout"] == "dense":
+            vecs = [np.asarray(r["x"], np.float32) for r in rows]
+        else:
+            vecs = [(np.asarray(r["indices"], np.int32), np.asarray(r["values"], np.float32))
+                    for r in rows]
+        result[split] = (np.array([r["id"] for r in rows], dtype=object),
+                         np.array([r["label"] for r in rows], dtype=np.int64),
+                         stack_features(vecs, dim, preset["output"]["layout"]))
+    return result
+
+
+def feature_stats(folder: Path, dim: int) -> dict:
+    """Rows per split, bytes on disk, and the mean non-zeros per row (from the first shard)."""
+    from bowsvm.io.features import table_to_features
+
+    counts, nbytes, files = {}, 0, 0
+    for split_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        if split_dir.name == "rejects":
+            continue
+        n = 0
+        for f in sorted(split_dir.glob("*.parquet")):
+            n += pq.ParquetFile(f).metadata.num_rows
+            nbytes += f.stat().st_size
+            files += 1
+        counts[split_dir.name] = n
+    nnz = None
+    for split in ("train", *sorted(counts)):
+        fs = sorted((folder / split).glob("*.parquet")) if split in counts else []
+        if fs:
+            t = pq.read_table(fs[0])
+            if t.num_rows:
+                _, _, X = table_to_features(t, dim)
+                nnz = float((X.getnnz() if hasattr(X, "getnnz") else np.count_nonzero(X)) / t.num_rows)
+                break
+    return {"counts": counts, "bytes_on_disk": nbytes, "n_shards": files,
+            "mean_nnz": nnz, "density": (nnz / dim) if nnz is not None else None}
+
+
+
+# --------------------------------------------------------------- job options
+
+def add_codebook_arguments(parser) -> None:
+    """Options of jobs/learn_codebook.py (shared with `bowsvm codebook`)."""
+    parser.add_argument("--feature-set", required=True,
+                        help="feature-set name; the codebook is written to CODEBOOKS/NAME")
+    parser.add_argument("--preset", default=None,
+                        help="preset name or TOML path (default: the feature-set name)")
+    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
+    parser.add_argument("--codebooks", required=True, help="root folder of codebooks")
+    parser.add_argument("--samples-per-image", type=int, default=None,
+                        help="descriptors drawn per image (default: the preset's)")
+    parser.add_argument("--n-samples", type=int, default=None,
+                        help="target size of the K-means sample (default: the preset's)")
+    parser.add_argument("--kmeans", choices=("auto", "local", "mllib"), default="auto",
+                        help="K-means engine: local MiniBatchKMeans, Spark MLlib KMeans, or "
+                        "auto (MLlib when the sample has more than --mllib-threshold rows)")
+    parser.add_argument("--mllib-threshold", type=int, default=1_000_000,
+                        help="sample size above which --kmeans auto uses MLlib")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the sample and K-means (default: the preset's random_state)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing codebook")
+
+
+def add_extract_arguments(parser) -> None:
+    """Options of jobs/extract_features.py (shared with `bowsvm extract`)."""
+    parser.add_argument("--feature-set", required=True,
+                        help="feature-set name; features are written to FEATURES/NAME")
+    parser.add_argument("--preset", default=None,
+                        help="preset name or TOML path (default: the feature-set name)")
+    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
+    parser.add_argument("--codebooks", required=True,
+                        help="root folder of codebooks (reads CODEBOOKS/NAME)")
+    parser.add_argument("--features", required=True, help="root folder of feature sets")
+    parser.add_argument("--shard-mb", type=float, default=128.0,
+                        help="target size of one feature shard in MB")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="input partitions (default: enough for 3 tasks per core and "
+                        "at most ~2000 images per task)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing features")
+
+
+def finalize_shards(parts: Path, out: Path, shard_mb: float) -> list:
+    """Turn Spark's ``parts/split=X/*.parquet`` into ``out/X/part-NNNNN.parquet``.
+
+    Rows whose ``error`` is set are removed (and returned, for the rejects
+    table); the ``error`` column is dropped. Small task outputs are merged so a
+    shard holds about ``shard_mb`` MB; large ones are rewritten file by file.
+    Files are processed in sorted order, so the result does not depend on timing.
+
+    Returns
+    -------
+    list of pyarrow.Table
+        The rejected rows (id, label, error, split).
+    """
+    import pyarrow.compute as pc
+
+    target = shard_mb * 2**20
+    rejects = []
+    for d in sorted(parts.glob("split=*")):
+        split = d.name.split("=", 1)[1]
+        (out / split).mkdir(parents=True)
+        writer, written, k = None, 0.0, 0
+        for f in sorted(d.glob("*.parquet")):
+            t = pq.read_table(f)
+            bad = pc.invert(pc.is_null(t.column("error")))
+            n_bad = pc.sum(bad).as_py() or 0
+            if n_bad:
+                rejects.append(t.filter(bad).select(["id", "label", "error"]).append_column(
+                    "split", pa.array([split] * n_bad, pa.string())))
+                t = t.filter(pc.invert(bad))
+            t = t.drop(["error"])
+            if writer is not None and written >= target:
+                writer.close()
+                writer, written, k = None, 0.0, k + 1
+            if writer is None:
+                writer = pq.ParquetWriter(out / split / f"part-{k:05d}.parquet", t.schema)
+            writer.write_table(t)
+            written += f.stat().st_size
+        if writer is not None:
+            writer.close()
+    return rejects

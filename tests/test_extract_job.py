@@ -1,0 +1,189 @@
+"""Spark codebook and extraction jobs: same features as the in-process API, retries, refusal."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from bowsvm.coding import Codebook
+from bowsvm.extract import FAIL_FIRST_ATTEMPT_ENV, extract_local, finalize_shards
+from bowsvm.io import atomic_output_dir, is_complete, read_manifest, write_json_atomic
+from bowsvm.io.features import shard_files, table_to_features
+from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png, load_idx_dataset
+
+pytestmark = pytest.mark.slow
+N_PER_SPLIT = {"train": 60, "val": 20, "test": 40}
+
+
+def run_bowsvm(*args, env=None, timeout=600):
+    full = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "bowsvm.cli", *args], env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, fashion_dir):
+    """Image shards written directly in the prepare format, with one corrupt image."""
+    root = tmp_path_factory.mktemp("img") / "images"
+    data = load_idx_dataset(fashion_dir)
+    rows = []
+    for split, n in N_PER_SPLIT.items():
+        X, y = data["test" if split == "test" else "train"]
+        off = 0 if split != "val" else 1000
+        for i in range(off, off + n):
+            rows.append({"id": f"{split}-{i:05d}", "label": int(y[i]),
+                         "class_name": FASHION_MNIST_CLASSES[int(y[i])], "split": split,
+                         "orig_width": 28, "orig_height": 28, "width": 28, "height": 28,
+                         "image": encode_gray_png(X[i]), "source": "idx"})
+    rows.append(dict(rows[0], id="train-corrupt", image=b"\x89PNG\r\n\x1a\nbroken"))
+    with atomic_output_dir(root) as tmp:
+        (tmp / "shards").mkdir()
+        t = pa.Table.from_pylist(rows)
+        pq.write_table(t.slice(0, 70), tmp / "shards" / "part-00000.parquet")
+        pq.write_table(t.slice(70), tmp / "shards" / "part-00001.parquet")
+        write_json_atomic(tmp / "manifest.json", {
+            "stage": "prepare", "classes": list(FASHION_MNIST_CLASSES), "n_images": len(rows)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def codebooks(images, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cb")
+    for name, engine in (("quick-lcc-hog", "local"), ("quick-lcc-hoglbp", "mllib")):
+        proc = run_bowsvm("codebook", "--feature-set", name, "--images", str(images),
+                          "--codebooks", str(root), "--kmeans", engine, "--master", "local[2]")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root
+
+
+def read_features(folder):
+    m = read_manifest(folder, stage="extract")
+    out = {}
+    for split in m["counts"]:
+        ids, labels, Xs = [], [], []
+        for f in shard_files(folder, split):
+            i, lab, X = table_to_features(pq.read_table(f), m["dim"])
+            ids.append(i), labels.append(lab), Xs.append(X)
+        X = sp.vstack(Xs).tocsr() if m["layout"] == "sparse" else np.concatenate(Xs)
+        ids = np.concatenate(ids)
+        order = np.argsort(ids)
+        out[split] = (ids[order], np.concatenate(labels)[order], X[order])
+    return m, out
+
+
+def assert_same_features(got, expected):
+    assert sorted(got) == sorted(expected)
+    for split in expected:
+        gi, gl, gX = got[split]
+        ei, el, eX = expected[split]
+        assert list(gi) == list(ei)
+        assert np.array_equal(gl, el)
+        g = gX.toarray() if sp.issparse(gX) else gX
+        e = eX.toarray() if sp.issparse(eX) else eX
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_codebook_jobs(codebooks, images):
+    for name, engine in (("quick-lcc-hog", "local"), ("quick-lcc-hoglbp", "mllib")):
+        m = read_manifest(codebooks / name, stage="codebook")
+        cb = Codebook.load(codebooks / name)
+        assert m["kmeans"] == engine and m["codebook_hash"] == cb.hash
+        assert cb.n_bases == m["n_bases"] and np.isfinite(cb.bases).all()
+        assert m["images_classes"] == list(FASHION_MNIST_CLASSES)
+
+
+@pytest.mark.parametrize("name,master", [
+    ("quick-lcc-hog", "local[2]"),
+    ("quick-lcc-hoglbp", "local-cluster[2,1,1024]"),
+])
+def test_spark_extraction_equals_in_process(name, master, images, codebooks, tmp_path):
+    proc = run_bowsvm("extract", "--feature-set", name, "--images", str(images),
+                      "--codebooks", str(codebooks), "--features", str(tmp_path),
+                      "--master", master)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[extract] stage" in proc.stdout + proc.stderr
+    m, got = read_features(tmp_path / name)
+    cb = Codebook.load(codebooks / name)
+    expected = extract_local(images, name, cb)
+    assert_same_features(got, expected)
+    assert m["counts"] == {"train": 60, "val": 20, "test": 40}
+    assert m["n_rejected"] == 1
+    rej = pq.read_table(tmp_path / name / "rejects").to_pylist()
+    assert rej[0]["id"] == "train-corrupt" and "undecodable" in rej[0]["error"]
+    assert m["layout"] == ("dense" if name == "quick-lcc-hog" else "sparse")
+    assert m["codebook_hash"] == cb.hash and m["classes"] == list(FASHION_MNIST_CLASSES)
+
+    # A second run refuses to overwrite.
+    proc = run_bowsvm("extract", "--feature-set", name, "--images", str(images),
+                      "--codebooks", str(codebooks), "--features", str(tmp_path))
+    assert proc.returncode == 2 and "already exists; pass --overwrite" in proc.stderr
+
+
+def test_failed_first_attempts_give_identical_output(images, codebooks, tmp_path):
+    name = "quick-lcc-hog"
+    outs = {}
+    for tag, env in (("clean", {}), ("faulty", {FAIL_FIRST_ATTEMPT_ENV: "1"})):
+        proc = run_bowsvm("extract", "--feature-set", name, "--images", str(images),
+                          "--codebooks", str(codebooks), "--features", str(tmp_path / tag),
+                          "--master", "local[2,4]", "--partitions", "4", env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[tag] = tmp_path / tag / name
+    assert "failed attempts" in proc.stdout + proc.stderr  # the injection did fire
+    for split in ("train", "val", "test"):
+        a = [f.read_bytes() for f in shard_files(outs["clean"], split)]
+        b = [f.read_bytes() for f in shard_files(outs["faulty"], split)]
+        assert a == b  # bit for bit
+
+
+def test_extract_refuses_mismatched_codebook(images, codebooks, tmp_path):
+    proc = run_bowsvm("extract", "--feature-set", "quick-lcc-hog", "--preset", "quick-sv-hog",
+                      "--images", str(images), "--codebooks", str(codebooks),
+                      "--features", str(tmp_path))
+    assert proc.returncode != 0
+    assert "does not match what this stage expects (preset_hash" in proc.stdout + proc.stderr
+    assert not (tmp_path / "quick-lcc-hog").exists()
+
+
+def test_killed_extraction_leaves_nothing_complete(images, codebooks, tmp_path):
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "bowsvm.cli", "extract", "--feature-set",
+                             "quick-lcc-hog", "--images", str(images), "--codebooks",
+                             str(codebooks), "--features", str(tmp_path), "--master", "local[2]"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".quick-lcc-hog.tmp-*")):
+        time.sleep(0.1)
+    assert list(tmp_path.glob(".quick-lcc-hog.tmp-*"))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "quick-lcc-hog").exists()
+    assert not any(is_complete(p) for p in tmp_path.iterdir())
+
+
+def test_finalize_shards_merges_and_splits_out_errors(tmp_path):
+    parts = tmp_path / "_parts" / "split=train"
+    parts.mkdir(parents=True)
+    for i in range(3):
+        t = pa.table({"id": [f"{i}a", f"{i}b"], "label": [0, 1], "error": [None, "bad" if i == 1 else None],
+                      "x": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))})
+        pq.write_table(t, parts / f"part-{i:05d}-x.parquet")
+    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out", shard_mb=64)
+    files = shard_files(tmp_path / "out", "train")
+    assert len(files) == 1  # merged
+    t = pq.read_table(files[0])
+    assert t.column_names == ["id", "label", "x"]
+    assert t.column("id").to_pylist() == ["0a", "0b", "1a", "2a", "2b"]
+    assert pa.concat_tables(rejects).column("id").to_pylist() == ["1b"]
+    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out2", shard_mb=1e-9)
+    assert len(shard_files(tmp_path / "out2", "train")) == 3  # one per task output
