@@ -261,11 +261,13 @@ def add_extract_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing features")
 
 
-def finalize_shards(parts: Path, out: Path, shard_mb: float) -> list:
+def finalize_shards(parts: Path, out: Path, shard_mb: float, dim: int) -> list:
     """Turn Spark's ``parts/split=X/*.parquet`` into ``out/X/part-NNNNN.parquet``.
 
     Rows whose ``error`` is set are removed (and returned, for the rejects
-    table); the ``error`` column is dropped. Small task outputs are merged so a
+    table); the ``error`` column is dropped, and a dense ``x`` column (Spark
+    writes ``list<float>``) becomes ``fixed_size_list<float32>[dim]`` as
+    docs/FORMATS.md specifies. Small task outputs are merged so a
     shard holds about ``shard_mb`` MB; large ones are rewritten file by file.
     Files are processed in sorted order, so the result does not depend on timing.
 
@@ -291,6 +293,9 @@ def finalize_shards(parts: Path, out: Path, shard_mb: float) -> list:
                     "split", pa.array([split] * n_bad, pa.string())))
                 t = t.filter(pc.invert(bad))
             t = t.drop(["error"])
+            if "x" in t.column_names:
+                t = t.set_column(t.column_names.index("x"), "x",
+                                 t.column("x").cast(pa.list_(pa.float32(), dim)))
             if writer is not None and written >= target:
                 writer.close()
                 writer, written, k = None, 0.0, k + 1

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
          .partitionBy("split").parquet(str(parts)))
         import pyarrow as pa
 
-        rejects = finalize_shards(parts, tmp, args.shard_mb)
+        rejects = finalize_shards(parts, tmp, args.shard_mb, dim)
         shutil.rmtree(parts)
         n_rejected = sum(r.num_rows for r in rejects)
         if rejects:

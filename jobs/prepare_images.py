@@ -151,7 +151,9 @@ def main(argv=None) -> int:
             "counts": {s: dict(sorted(c.items())) for s, c in sorted(counts.items())},
             "n_input_files": source_info["n_input"],
             "n_images": n_images,
-            "n_rejected": len(reasons),
+            "n_rejected": len(reasons),  # rows of the rejects table, skipped ones included
+            "n_skipped_by_limit": len(limit_rejects),
+            "n_bad_files": len(reasons) - len(limit_rejects) - sum(dropped.values()),
             "reject_reasons": reason_histogram(reasons),
             "dropped_classes": dropped,
             "n_shards": n_out,
@@ -161,8 +163,11 @@ def main(argv=None) -> int:
         }
         write_json_atomic(tmp / "manifest.json", manifest)
     spark.stop()
-    print(f"[prepare] wrote {n_images} images in {n_out} shard(s) and {len(reasons)} rejects to "
-          f"{args.output} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(f"[prepare] wrote {n_images} images in {n_out} shard(s) to {args.output} in "
+          f"{time.time() - t0:.1f} s; rejects table: {len(reasons)} files ("
+          f"{len(reasons) - len(limit_rejects) - sum(dropped.values())} bad, "
+          f"{len(limit_rejects)} over --limit-per-class, {sum(dropped.values())} in dropped classes)",
+          file=sys.stderr, flush=True)
     return 0
 
 

@@ -178,12 +178,13 @@ def test_finalize_shards_merges_and_splits_out_errors(tmp_path):
         t = pa.table({"id": [f"{i}a", f"{i}b"], "label": [0, 1], "error": [None, "bad" if i == 1 else None],
                       "x": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))})
         pq.write_table(t, parts / f"part-{i:05d}-x.parquet")
-    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out", shard_mb=64)
+    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out", shard_mb=64, dim=2)
     files = shard_files(tmp_path / "out", "train")
     assert len(files) == 1  # merged
     t = pq.read_table(files[0])
     assert t.column_names == ["id", "label", "x"]
+    assert t.schema.field("x").type == pa.list_(pa.float32(), 2)  # fixed size, per FORMATS
     assert t.column("id").to_pylist() == ["0a", "0b", "1a", "2a", "2b"]
     assert pa.concat_tables(rejects).column("id").to_pylist() == ["1b"]
-    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out2", shard_mb=1e-9)
+    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out2", shard_mb=1e-9, dim=2)
     assert len(shard_files(tmp_path / "out2", "train")) == 3  # one per task output

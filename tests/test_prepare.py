@@ -256,6 +256,7 @@ def test_prepare_job_accounts_for_every_file(tmp_path):
     rejects = pq.read_table(out / "rejects").to_pandas()
     assert m["n_input_files"] == len(expect) == len(shards) + len(rejects)
     assert m["n_images"] == len(shards) and m["n_rejected"] == len(rejects)
+    assert m["n_bad_files"] == 6 and m["n_skipped_by_limit"] == 0
     got = {r: "ok" for r in shards["id"]}
     for path, reason in zip(rejects["path"], rejects["reason"]):
         got[str(Path(path).relative_to(tree))] = reason
