@@ -1,0 +1,77 @@
+"""Coding and pooling: codebooks, LCC and super-vector codes, spatial pyramid pooling.
+
+Layers (see STYLE.md): numba kernels in ``_kernels``; validated functions in
+``_encode`` (knn_bases, lcc_encode, svc_encode), ``_pooling`` (spm_pool),
+``_codebook`` (Codebook, learn_codebook) and ``_extractor`` (whole feature
+sets from presets, the scikit-learn transformer).
+
+Conventions
+-----------
+Nearest bases
+    Squared Euclidean distance through the GEMM identity, float32 unless an
+    input is float64 (``dtype="float64"`` forces float64); ties keep the lower
+    basis index.
+LCC
+    k nearest bases (paper: 20), ``C += beta * trace(C) * I`` with beta = 1e-4
+    (Wang et al.'s LLC code), weights summing to 1; CSR (n, p) output.
+SV
+    Nearest basis k and block ``[s, z - b_k]``, s = 0.1 by default (tuned on
+    Fashion-MNIST, docs/BENCHMARKS.md); a descriptor's full code has p (d + 1)
+    entries, basis-major.
+Pooling
+    Block-major vector: pyramid levels in the order given, cells row-major
+    within a level (``(rows, cols)``; ``(3, 1)`` is three horizontal bands),
+    each block D = p (LCC) or p (d + 1) (SV) entries, L2-normalised per block
+    by default. LCC uses max pooling of the dense codes; SV the weighted
+    average ``(1/N) sum_k (1/sqrt(w_k)) sum_{i in k} [s, z_i - b_k]``. No
+    descriptors gives the all-zero vector.
+Codebooks
+    ``codebook.npz`` (bases, optional pca_mean / pca_components, float32) plus
+    ``codebook.json`` (sizes, content hash, how it was learned); loaded with
+    ``allow_pickle=False`` and checked against the recorded hash.
+"""
+
+from bowsvm.coding._codebook import Codebook, codebook_from_centers, fit_pca, learn_codebook
+from bowsvm.coding._encode import (
+    DEFAULT_BETA,
+    DEFAULT_S,
+    SVCodes,
+    knn_bases,
+    lcc_encode,
+    svc_encode,
+)
+from bowsvm.coding._extractor import (
+    FeatureSetExtractor,
+    check_codebook,
+    encode_descriptors,
+    encode_image,
+    encode_images,
+    prepare_image,
+    sample_descriptors,
+    stack_features,
+)
+from bowsvm.coding._pooling import block_ids, pyramid_blocks, spm_pool
+
+__all__ = [
+    "DEFAULT_BETA",
+    "DEFAULT_S",
+    "Codebook",
+    "FeatureSetExtractor",
+    "SVCodes",
+    "block_ids",
+    "check_codebook",
+    "codebook_from_centers",
+    "encode_descriptors",
+    "encode_image",
+    "encode_images",
+    "fit_pca",
+    "knn_bases",
+    "lcc_encode",
+    "learn_codebook",
+    "prepare_image",
+    "pyramid_blocks",
+    "sample_descriptors",
+    "spm_pool",
+    "stack_features",
+    "svc_encode",
+]

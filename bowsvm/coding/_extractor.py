@@ -1,0 +1,363 @@
+"""Whole feature sets: descriptors -> coding -> pyramid pooling, per image or batched.
+
+``encode_image`` and ``sample_descriptors`` are what the Spark jobs call per
+image; :class:`FeatureSetExtractor` wraps the same path as a scikit-learn
+transformer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from bowsvm._validation import check_int
+from bowsvm.coding._codebook import Codebook, learn_codebook
+from bowsvm.coding._encode import SVCodes, lcc_encode, svc_encode
+from bowsvm.coding._pooling import pool_csr_arrays, pool_sv_arrays, spm_pool
+from bowsvm.presets import descriptor_params, load_preset
+
+__all__ = [
+    "FeatureSetExtractor",
+    "check_codebook",
+    "encode_descriptors",
+    "encode_image",
+    "encode_images",
+    "prepare_image",
+    "sample_descriptors",
+]
+
+
+def _resolve(preset) -> dict:
+    # a dict that is already resolved is used as is (cheap path for per-image calls)
+    # (load_preset output carries the derived keys pooling.n_blocks and descriptors.dim)
+    if (isinstance(preset, dict) and "n_blocks" in preset.get("pooling", {})
+            and "dim" in preset.get("descriptors", {})):
+        return preset
+    return load_preset(preset)
+
+
+def prepare_image(image, max_side=None):
+    """2-D float32 grey image from an array; downsize so the longer side <= max_side.
+
+    Conversion is ``bowsvm.features.to_gray`` (uint8 scaled to [0, 1], RGB to
+    luminance); downsizing uses ``skimage.transform.resize`` with
+    anti-aliasing.
+
+    Raises
+    ------
+    ValueError
+        If the array is not an image, is empty, or holds NaN/Inf.
+    """
+    from bowsvm.features import to_gray
+
+    arr = to_gray(image)
+    if arr.size == 0:
+        raise ValueError(f"image is empty (shape {arr.shape}).")
+    if max_side is not None and max(arr.shape) > max_side:
+        from skimage.transform import resize
+
+        f = max_side / max(arr.shape)
+        shape = (max(1, round(arr.shape[0] * f)), max(1, round(arr.shape[1] * f)))
+        arr = resize(arr, shape, anti_aliasing=True, preserve_range=True).astype(np.float32)
+    return np.ascontiguousarray(arr)
+
+
+def _extract(gray, preset):
+    from bowsvm.features import extract_descriptors
+
+    return extract_descriptors(gray, preset["descriptors"]["kind"], **descriptor_params(preset))
+
+
+def check_codebook(preset, codebook: Codebook) -> None:
+    """Raise ValueError if ``codebook`` does not fit ``preset`` (sizes, PCA).
+
+    Raises
+    ------
+    ValueError
+        If the number of bases, the coding dimension or the descriptor
+        dimension differ from what the preset says.
+    TypeError
+        If ``codebook`` is not a Codebook.
+    """
+    if not isinstance(codebook, Codebook):
+        raise TypeError(
+            f"codebook must be a bowsvm.coding.Codebook, got {type(codebook).__name__}; "
+            f"load one with Codebook.load(folder)."
+        )
+    preset = _resolve(preset)
+    cb = preset["codebook"]
+    want = {
+        "n_bases": cb["n_bases"],
+        "input_dim": preset["descriptors"]["dim"],
+        "dim": cb["pca_dim"] or preset["descriptors"]["dim"],
+    }
+    got = {"n_bases": codebook.n_bases, "input_dim": codebook.input_dim, "dim": codebook.dim}
+    diffs = [f"{k}: preset {want[k]}, codebook {got[k]}" for k in want if want[k] != got[k]]
+    if diffs:
+        raise ValueError(
+            f"codebook {codebook.hash} does not fit preset {preset['name']!r} ("
+            + "; ".join(diffs) + "); learn a codebook with this preset."
+        )
+
+
+def sample_descriptors(gray, preset, n, rng):
+    """Up to ``n`` descriptors of one image, drawn without replacement (for K-means).
+
+    Parameters
+    ----------
+    gray : (h, w) array
+        Grey image, already downsized to the preset's ``max_side``.
+    preset : str or dict
+    n : int
+    rng : numpy.random.Generator or int
+        Source of the draw (an int seeds a new Generator).
+
+    Returns
+    -------
+    (m, D) float32, m = min(n, number of descriptors in the image)
+        Raw descriptors (before the codebook's PCA).
+    """
+    preset = _resolve(preset)
+    n = check_int("n", n, low=0)
+    rng = np.random.default_rng(rng)
+    X = np.asarray(_extract(gray, preset).descriptors, dtype=np.float32)
+    if X.shape[0] > n:
+        X = X[np.sort(rng.choice(X.shape[0], size=n, replace=False))]
+    return np.ascontiguousarray(X)
+
+
+def encode_descriptors(Z, centers, shape, preset, codebook: Codebook, *, checked=False):
+    """Code and pool one image's raw descriptors as the preset says.
+
+    Parameters
+    ----------
+    Z : (n, D) raw descriptors; centers : (n, 2) (x, y); shape : (h, w)
+    preset : str or dict
+    codebook : Codebook
+    checked : bool
+        Skip :func:`check_codebook` (the caller already did it).
+
+    Returns
+    -------
+    (dim,) float32 if the preset's layout is "dense", else
+    (indices int32, values float32) of the non-zero entries.
+    """
+    preset = _resolve(preset)
+    if not checked:
+        check_codebook(preset, codebook)
+    X = codebook.project(Z)
+    codes = _code(X, preset, codebook)
+    return _pool(codes, centers, shape, preset)
+
+
+def _code(X, preset, codebook):
+    co = preset["coding"]
+    if co["method"] == "lcc":
+        return lcc_encode(X, codebook.bases, k=co["k"], beta=co["beta"])
+    return svc_encode(X, codebook.bases, s=co["s"])
+
+
+def _pool(codes, centers, shape, preset):
+    po = preset["pooling"]
+    return spm_pool(
+        codes, centers, shape, po["grids"], pooling=po["method"],
+        normalize=po["normalize"], output=preset["output"]["layout"],
+    )
+
+
+def encode_image(gray, preset, codebook: Codebook):
+    """Feature vector of one grey image: descriptors -> coding -> pyramid pooling.
+
+    Parameters
+    ----------
+    gray : (h, w) float32 array
+        Grey image, already downsized to the preset's ``max_side`` (as
+        ``bowsvm.features.decode_image`` returns it).
+    preset : str or dict
+    codebook : Codebook
+        Must fit the preset (:func:`check_codebook`).
+
+    Returns
+    -------
+    (dim,) float32 if the preset's layout is "dense", else
+    (indices int32 ascending, values float32) of the non-zero entries.
+    An image too small for any patch gives the all-zero vector.
+    """
+    preset = _resolve(preset)
+    check_codebook(preset, codebook)
+    dd = _extract(gray, preset)
+    return encode_descriptors(dd.descriptors, dd.centers, dd.shape, preset, codebook,
+                              checked=True)
+
+
+def encode_images(images, preset, codebook: Codebook, *, batch_descriptors=20000):
+    """Feature vectors of many images; coding runs on batches pooled across images.
+
+    Same result as calling :func:`encode_image` on each (bit for bit without
+    PCA; to float32 rounding with PCA, whose projection GEMM is batched too),
+    but the nearest-basis GEMM sees up to ``batch_descriptors`` descriptors at
+    once.
+
+    Returns
+    -------
+    list of per-image results (as :func:`encode_image`).
+    """
+    preset = _resolve(preset)
+    check_codebook(preset, codebook)
+    batch_descriptors = check_int("batch_descriptors", batch_descriptors, low=1)
+    po = preset["pooling"]
+    layout = preset["output"]["layout"]
+    results = []
+    pending = []  # descriptor sets waiting to be coded
+    rows = 0
+
+    def flush():
+        nonlocal pending, rows
+        if not pending:
+            return
+        # one projection GEMM for the whole batch (many tiny per-image GEMMs are
+        # slow with a threaded BLAS); features then agree with encode_image to
+        # float32 rounding, not bit for bit, when the codebook has a PCA
+        Z = np.concatenate([dd.descriptors for dd in pending], axis=0)
+        codes = _code(codebook.project(Z), preset, codebook)
+        start = 0
+        for dd in pending:
+            m = dd.descriptors.shape[0]
+            # unvalidated fast path: the codes come straight from lcc/svc_encode
+            if isinstance(codes, SVCodes):
+                x = pool_sv_arrays(codes.assign[start:start + m], codes.blocks[start:start + m],
+                                   codes.n_bases, dd.centers, dd.shape, po["grids"],
+                                   po["normalize"], layout)
+            else:
+                x = pool_csr_arrays(codes.indptr[start:start + m + 1], codes.indices,
+                                    codes.data, codes.shape[1], dd.centers, dd.shape,
+                                    po["grids"], po["normalize"], layout)
+            results.append(x)
+            start += m
+        pending = []
+        rows = 0
+
+    for img in images:
+        dd = _extract(img, preset)
+        pending.append(dd)
+        rows += dd.descriptors.shape[0]
+        if rows >= batch_descriptors:
+            flush()
+    flush()
+    return results
+
+
+def stack_features(results, dim, layout):
+    """Stack per-image results into (n, dim): CSR for "sparse", ndarray for "dense"."""
+    if layout == "dense":
+        if not results:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack(results).astype(np.float32, copy=False)
+    indptr = np.zeros(len(results) + 1, dtype=np.int64)
+    for i, (ind, _) in enumerate(results):
+        indptr[i + 1] = indptr[i] + ind.shape[0]
+    indices = (np.concatenate([r[0] for r in results]) if results
+               else np.zeros(0, np.int32))
+    values = (np.concatenate([r[1] for r in results]).astype(np.float32) if results
+              else np.zeros(0, np.float32))
+    return sp.csr_matrix((values, indices, indptr), shape=(len(results), dim))
+
+
+class FeatureSetExtractor(TransformerMixin, BaseEstimator):
+    """Scikit-learn transformer: images -> pooled LCC/SV features of a preset.
+
+    Parameters
+    ----------
+    preset : str or dict, default "fmnist-lcc-hog"
+        A shipped preset name, a TOML path, or a preset dict.
+    codebook : Codebook, str or path, optional
+        A fitted codebook (or a folder/.npz to load one from). If None,
+        :meth:`fit` learns one from descriptors sampled from the images.
+    n_samples : int, optional
+        Size of the K-means sample; default: the preset's
+        ``codebook.n_samples``.
+    random_state : int, default 0
+        Seeds the descriptor sampling and K-means.
+    batch_descriptors : int, default 20000
+        Descriptors per coding batch in :meth:`transform`.
+
+    Attributes
+    ----------
+    preset_ : dict
+        The resolved preset.
+    codebook_ : Codebook
+    n_features_out_ : int
+
+    Notes
+    -----
+    Images are 2-D grey arrays (uint8 is scaled to [0, 1]), (h, w, 3) colour
+    arrays, or a 3-D (n, h, w) stack; each is downsized to the preset's
+    ``max_side``. transform returns a CSR matrix for sparse presets and a
+    float32 ndarray for dense ones.
+    """
+
+    def __init__(self, preset="fmnist-lcc-hog", codebook=None, n_samples=None,
+                 random_state=0, batch_descriptors=20000):
+        self.preset = preset
+        self.codebook = codebook
+        self.n_samples = n_samples
+        self.random_state = random_state
+        self.batch_descriptors = batch_descriptors
+
+    def _images(self, X):
+        max_side = self.preset_["max_side"]
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype != object:
+            raise ValueError(
+                f"X must be a sequence of images (or an (n, h, w) stack), got a 2-D "
+                f"array of shape {X.shape}; wrap a single image as [image]."
+            )
+        for img in X:
+            yield prepare_image(img, max_side)
+
+    def fit(self, X, y=None):
+        """Learn the codebook from descriptors sampled from the images X."""
+        self.preset_ = load_preset(self.preset)
+        if self.codebook is not None:
+            cb = self.codebook
+            self.codebook_ = cb if isinstance(cb, Codebook) else Codebook.load(cb)
+            check_codebook(self.preset_, self.codebook_)
+        else:
+            cbp = self.preset_["codebook"]
+            n_samples = cbp["n_samples"] if self.n_samples is None else check_int(
+                "n_samples", self.n_samples, low=cbp["n_bases"])
+            seed = check_int("random_state", self.random_state, low=0)
+            rng = np.random.default_rng(seed)
+            images = list(X) if not isinstance(X, np.ndarray) else X
+            n_img = len(images)
+            if n_img == 0:
+                raise ValueError("X holds no images; fit needs at least one.")
+            per_image = cbp["samples_per_image"]
+            order = rng.permutation(n_img)
+            sample, total = [], 0
+            max_side = self.preset_["max_side"]
+            for i in order:
+                D = sample_descriptors(prepare_image(images[i], max_side), self.preset_,
+                                       per_image, rng)
+                sample.append(D)
+                total += D.shape[0]
+                if total >= n_samples:
+                    break
+            sample = np.concatenate(sample, axis=0)[:n_samples]
+            self.codebook_ = learn_codebook(
+                sample, cbp["n_bases"], pca_dim=cbp["pca_dim"] or None, random_state=seed,
+            )
+        self.n_features_out_ = self.preset_["output"]["dim"]
+        return self
+
+    def transform(self, X):
+        """Pooled features of the images X: (n, dim) CSR or float32 ndarray."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "codebook_")
+        res = encode_images(self._images(X), self.preset_, self.codebook_,
+                            batch_descriptors=self.batch_descriptors)
+        return stack_features(res, self.n_features_out_, self.preset_["output"]["layout"])
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array([f"f{i}" for i in range(self.n_features_out_)], dtype=object)

@@ -1,0 +1,301 @@
+"""Numba kernels for coding and pooling: arrays in, arrays out, nothing else.
+
+No validation, logging or configuration here: `bowsvm.coding` checks shapes,
+dtypes and options and hands these kernels C-contiguous arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Kernels are serial on purpose: parallelism comes from processes (one Spark
+# task per core, see DESIGN.md "keep numba threads x concurrent tasks <=
+# cores"). Measured here with other work running: a prange version of the
+# top-k scan spent 2-20x the CPU time of the serial one (threads waiting on
+# each other on an oversubscribed machine) and was no faster in wall time.
+
+# fastmath is set in one place. The selection and pooling kernels compare and
+# add in a fixed order, so they stay exact; the LCC solve may reassociate the
+# dot products (differences at the 1e-12 level of float64 accumulation).
+_FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
+
+# rows per chunk (scratch buffers are allocated once per chunk)
+_CHUNK = 64
+
+
+@njit(cache=True)
+def topk_rows(D, k, idx_out, val_out):  # pragma: no cover - numba
+    """The k smallest entries of each row of D, sorted ascending.
+
+    Parameters
+    ----------
+    D : (m, p) float32 or float64
+        Distances up to a per-row constant (here ``||b_j||^2 - 2 z_i . b_j``,
+        straight out of one augmented GEMM).
+    k : int
+        How many to keep (``1 <= k <= p``).
+    idx_out : (m, k) int64
+    val_out : (m, k) same dtype as D
+        Receive the column indices and values, smallest first. Ties keep the
+        lower column index first.
+
+    Notes
+    -----
+    A bounded insertion sort: after the first k entries, each further entry
+    costs one compare against the current k-th smallest, and only the few
+    smaller ones are inserted (about k log(p/k) per row for random order).
+    """
+    m, p = D.shape
+    for i in range(m):
+        row = D[i]
+        vals = val_out[i]
+        idx = idx_out[i]
+        for j in range(k):
+            v = row[j]
+            t = j
+            while t > 0 and vals[t - 1] > v:
+                vals[t] = vals[t - 1]
+                idx[t] = idx[t - 1]
+                t -= 1
+            vals[t] = v
+            idx[t] = j
+        worst = vals[k - 1]
+        for j in range(k, p):
+            v = row[j]
+            if v < worst:
+                t = k - 1
+                while t > 0 and vals[t - 1] > v:
+                    vals[t] = vals[t - 1]
+                    idx[t] = idx[t - 1]
+                    t -= 1
+                vals[t] = v
+                idx[t] = j
+                worst = vals[k - 1]
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def lcc_solve(Z, B, idx, beta, idx_out, val_out):  # pragma: no cover - numba
+    """Closed-form LCC/LLC weights for each descriptor, CSR-ready.
+
+    For descriptor z and its bases B_z = B[idx[i]] (k x d): Zs = B_z - z,
+    C = Zs Zs^T, C += beta trace(C) I, solve C w = 1 (Cholesky, float64),
+    a = w / sum(w). If trace(C) == 0 (every selected basis equals z) or the
+    factorisation meets a non-positive pivot, a = 1/k (documented fallback).
+
+    Parameters
+    ----------
+    Z : (n, d) float32 or float64
+    B : (p, d) same dtype
+    idx : (n, k) int64
+        Selected basis indices per descriptor.
+    beta : float
+    idx_out : (n, k) int32
+        Receives the indices sorted ascending (CSR column order).
+    val_out : (n, k) float32 or float64
+        Receives the weights in the same order.
+    """
+    n, d = Z.shape
+    k = idx.shape[1]
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for c in range(n_chunks):
+        Zs = np.empty((k, d), dtype=np.float64)
+        C = np.empty((k, k), dtype=np.float64)
+        w = np.empty(k, dtype=np.float64)
+        ord_idx = np.empty(k, dtype=np.int64)
+        r0 = c * _CHUNK
+        r1 = min(n, r0 + _CHUNK)
+        for i in range(r0, r1):
+            for a in range(k):
+                ba = idx[i, a]
+                for t in range(d):
+                    Zs[a, t] = np.float64(B[ba, t]) - np.float64(Z[i, t])
+            # lower triangle of C = Zs Zs^T; four dot products at a time give
+            # four independent accumulator chains (one chain is FMA-latency bound)
+            tr = 0.0
+            for a in range(k):
+                b = 0
+                while b + 4 <= a + 1:
+                    s0 = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
+                    s3 = 0.0
+                    for t in range(d):
+                        za = Zs[a, t]
+                        s0 += za * Zs[b, t]
+                        s1 += za * Zs[b + 1, t]
+                        s2 += za * Zs[b + 2, t]
+                        s3 += za * Zs[b + 3, t]
+                    C[a, b] = s0
+                    C[a, b + 1] = s1
+                    C[a, b + 2] = s2
+                    C[a, b + 3] = s3
+                    b += 4
+                while b <= a:
+                    s = 0.0
+                    for t in range(d):
+                        s += Zs[a, t] * Zs[b, t]
+                    C[a, b] = s
+                    b += 1
+                tr += C[a, a]
+            ok = tr > 0.0
+            if ok:
+                reg = beta * tr
+                for a in range(k):
+                    C[a, a] += reg
+                # Cholesky, lower triangle in place
+                for a in range(k):
+                    s = C[a, a]
+                    for t in range(a):
+                        s -= C[a, t] * C[a, t]
+                    if not s > 0.0:
+                        ok = False
+                        break
+                    s = np.sqrt(s)
+                    C[a, a] = s
+                    for b in range(a + 1, k):
+                        u = C[b, a]
+                        for t in range(a):
+                            u -= C[b, t] * C[a, t]
+                        C[b, a] = u / s
+            if ok:
+                # forward: L y = 1
+                for a in range(k):
+                    s = 1.0
+                    for t in range(a):
+                        s -= C[a, t] * w[t]
+                    w[a] = s / C[a, a]
+                # backward: L^T w = y
+                for a in range(k - 1, -1, -1):
+                    s = w[a]
+                    for t in range(a + 1, k):
+                        s -= C[t, a] * w[t]
+                    w[a] = s / C[a, a]
+                tot = 0.0
+                for a in range(k):
+                    tot += w[a]
+                if not (tot != 0.0 and np.isfinite(tot)):
+                    ok = False
+                else:
+                    for a in range(k):
+                        w[a] /= tot
+            if not ok:
+                for a in range(k):
+                    w[a] = 1.0 / k
+            # sort (index, weight) pairs by index: insertion sort, k is small
+            for a in range(k):
+                ord_idx[a] = a
+            for a in range(1, k):
+                cur = ord_idx[a]
+                t = a
+                while t > 0 and idx[i, ord_idx[t - 1]] > idx[i, cur]:
+                    ord_idx[t] = ord_idx[t - 1]
+                    t -= 1
+                ord_idx[t] = cur
+            for a in range(k):
+                idx_out[i, a] = idx[i, ord_idx[a]]
+                val_out[i, a] = w[ord_idx[a]]
+
+
+@njit(cache=True)
+def max_pool_csr(indptr, indices, data, block_of, n_in_block, out, seen):  # pragma: no cover
+    """Max pooling of sparse codes over pyramid blocks.
+
+    The max runs over the dense codes: a basis that some descriptor of the
+    block did not select contributes an implicit 0.
+
+    Parameters
+    ----------
+    indptr, indices, data : CSR arrays of the (n, p) codes
+    block_of : (n, L) int64
+        Block id of each descriptor at each pyramid level.
+    n_in_block : (n_blocks,) int64
+        Descriptors per block.
+    out : (n_blocks, p) float, zero on entry; receives the pooled codes
+    seen : (n_blocks, p) int64, zero on entry (scratch: selections per entry)
+    """
+    n, L = block_of.shape
+    for i in range(n):
+        for lev in range(L):
+            bl = block_of[i, lev]
+            for q in range(indptr[i], indptr[i + 1]):
+                j = indices[q]
+                v = data[q]
+                if seen[bl, j] == 0 or v > out[bl, j]:
+                    out[bl, j] = v
+                seen[bl, j] += 1
+    n_blocks, p = out.shape
+    for bl in range(n_blocks):
+        nb = n_in_block[bl]
+        for j in range(p):
+            s = seen[bl, j]
+            if s > 0 and s < nb and out[bl, j] < 0:
+                out[bl, j] = 0
+
+
+@njit(cache=True)
+def sv_pool(assign, blocks, block_of, n_in_block, out, counts):  # pragma: no cover
+    """Super-vector pooling: out[b, k] = sum_{i in b, k} beta_i / sqrt(N_b n_bk).
+
+    This is (1/N_b) sum_k (1/sqrt(w_bk)) sum_{i in k} beta_i with
+    w_bk = n_bk / N_b and beta_i = [s, z_i - b_k] (Zhou et al. 2010; Lin et
+    al. 2011).
+
+    Parameters
+    ----------
+    assign : (n,) int64 nearest basis of each descriptor
+    blocks : (n, d + 1) the code blocks [s, z_i - b_k]
+    block_of : (n, L) int64
+    n_in_block : (n_blocks,) int64
+    out : (n_blocks, p, d + 1) float64, zero on entry
+    counts : (n_blocks, p) int64, zero on entry
+    """
+    n, L = block_of.shape
+    e = blocks.shape[1]
+    for i in range(n):
+        kk = assign[i]
+        for lev in range(L):
+            bl = block_of[i, lev]
+            counts[bl, kk] += 1
+            for t in range(e):
+                out[bl, kk, t] += blocks[i, t]
+    n_blocks, p = counts.shape
+    for bl in range(n_blocks):
+        nb = n_in_block[bl]
+        for kk in range(p):
+            c = counts[bl, kk]
+            if c > 0:
+                f = 1.0 / np.sqrt(np.float64(nb) * np.float64(c))
+                for t in range(e):
+                    out[bl, kk, t] *= f
+
+
+@njit(cache=True)
+def block_ids(centers, h, w, rows, cols, ids, counts):  # pragma: no cover - numba
+    """Pyramid block of each descriptor at each level (see _pooling.block_ids).
+
+    Parameters
+    ----------
+    centers : (n, 2) float64 (x, y)
+    h, w : float image size
+    rows, cols : (L,) int64 grid sizes per level
+    ids : (n, L) int64, receives global block ids (levels in order, cells row-major)
+    counts : (n_blocks,) int64, zero on entry; receives descriptors per block
+    """
+    n = centers.shape[0]
+    L = rows.shape[0]
+    for i in range(n):
+        x = centers[i, 0]
+        y = centers[i, 1]
+        off = 0
+        for lev in range(L):
+            nr = rows[lev]
+            nc = cols[lev]
+            r = np.int64(np.floor(y * nr / h))
+            c = np.int64(np.floor(x * nc / w))
+            r = min(max(r, 0), nr - 1)
+            c = min(max(c, 0), nc - 1)
+            b = off + r * nc + c
+            ids[i, lev] = b
+            counts[b] += 1
+            off += nr * nc
