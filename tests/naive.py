@@ -7,10 +7,238 @@ seeded random inputs and edge cases.
 import numpy as np  # noqa: F401
 
 # ---- features (HOG / LBP) -------------------------------------------------
+def naive_patch_origins(length, size, step):
+    """Patch starts along one axis: centred grid, scanned position by position."""
+    starts = [s for s in range(0, length - size + 1, step)]
+    if not starts:
+        return []
+    slack = length - (starts[-1] + size)
+    return [s + slack // 2 for s in starts]
+
+
+def naive_hog_votes(image, n_bins):
+    """(H, W, n_bins) float64 orientation votes, pixel by pixel with np.arctan2."""
+    img = np.asarray(image, dtype=np.float64)
+    H, W = img.shape
+    votes = np.zeros((H, W, n_bins))
+    for y in range(H):
+        for x in range(W):
+            gx = img[y, x + 1] - img[y, x - 1] if 0 < x < W - 1 else 0.0
+            gy = img[y + 1, x] - img[y - 1, x] if 0 < y < H - 1 else 0.0
+            m = np.hypot(gx, gy)
+            if m == 0:
+                continue
+            theta = np.arctan2(gy, gx) % (2 * np.pi)
+            t = theta / (2 * np.pi) * n_bins
+            b0 = int(np.floor(t)) % n_bins
+            f = t - np.floor(t)
+            votes[y, x, b0] += m * (1 - f)
+            votes[y, x, (b0 + 1) % n_bins] += m * f
+    return votes
+
+
+def _naive_cells(maps, y0, x0, P, ncell):
+    """Cell histograms of one patch by direct summation, cell-major."""
+    edges = [(k * P) // ncell for k in range(ncell + 1)]
+    hist = []
+    for ci in range(ncell):
+        for cj in range(ncell):
+            block = maps[y0 + edges[ci]:y0 + edges[ci + 1], x0 + edges[cj]:x0 + edges[cj + 1]]
+            hist.append(block.reshape(-1, maps.shape[2]).sum(axis=0))
+    return np.concatenate(hist)
+
+
+def naive_dense_hog(image, patch_sizes, step, n_bins, clip, min_mean_gradient):
+    """Dense HOG patch by patch: (descriptors float64, centers, sizes)."""
+    img = np.asarray(image)
+    img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    H, W = img.shape
+    votes = naive_hog_votes(img, n_bins)
+    desc, centers, sizes = [], [], []
+    for P in patch_sizes:
+        for y0 in naive_patch_origins(H, P, step):
+            for x0 in naive_patch_origins(W, P, step):
+                v = _naive_cells(votes, y0, x0, P, 4)
+                if v.sum() < min_mean_gradient * P * P or v.sum() <= 0:
+                    v = np.zeros_like(v)
+                else:
+                    v = v / np.linalg.norm(v)
+                    if clip:
+                        v = np.minimum(v, clip)
+                        v = v / np.linalg.norm(v)
+                desc.append(v)
+                centers.append((x0 + P / 2, y0 + P / 2))
+                sizes.append(P)
+    d = 16 * n_bins
+    return (np.array(desc).reshape(-1, d), np.array(centers).reshape(-1, 2),
+            np.array(sizes, dtype=float))
+
+
+def naive_dense_lbp(image, patch_sizes, step, cells, method):
+    """Dense LBP patch by patch from skimage's codes: sqrt of cell counts, then L2."""
+    import warnings
+
+    from skimage.feature import local_binary_pattern
+
+    img = np.asarray(image)
+    n_codes = {"nri_uniform": 59, "uniform": 10}[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        codes = local_binary_pattern(img, 8, 1, method).astype(np.int64)
+    onehot = np.eye(n_codes)[codes]
+    H, W = img.shape
+    desc = []
+    for P in patch_sizes:
+        for y0 in naive_patch_origins(H, P, step):
+            for x0 in naive_patch_origins(W, P, step):
+                v = np.sqrt(_naive_cells(onehot, y0, x0, P, cells))
+                desc.append(v / np.linalg.norm(v))
+    return np.array(desc).reshape(-1, cells * cells * n_codes)
 # ---- end features ----
 
 # ---- coding (kNN / LCC / SV / pooling) ------------------------------------
+
+
+def naive_knn(Z, B, k):
+    """Brute-force k nearest bases: float64 distances, stable sort (lower index first)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    D = np.empty((Z.shape[0], B.shape[0]))
+    for i in range(Z.shape[0]):
+        for j in range(B.shape[0]):
+            diff = Z[i] - B[j]
+            D[i, j] = diff @ diff
+    idx = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(D, idx, axis=1)
+
+
+def naive_lcc(Z, B, idx, beta):
+    """LCC codes (dense (n, p)) by solving each KKT system with scipy.
+
+    min ||z - B_z^T a||^2 + r ||a||^2  s.t.  1^T a = 1, with r = beta *
+    sum_j ||b_j - z||^2 (the trace regulariser): stationarity and the
+    constraint give [[2 (B_z B_z^T + r I), 1], [1^T, 0]] [a; lam] = [2 B_z z; 1].
+    """
+    import scipy.linalg
+
+    Z = np.asarray(Z, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    n, k = idx.shape
+    out = np.zeros((n, B.shape[0]))
+    for i in range(n):
+        Bz = B[idx[i]]
+        r = beta * sum(((b - Z[i]) ** 2).sum() for b in Bz)
+        K = np.zeros((k + 1, k + 1))
+        K[:k, :k] = 2 * (Bz @ Bz.T + r * np.eye(k))
+        K[:k, k] = 1
+        K[k, :k] = 1
+        rhs = np.concatenate([2 * Bz @ Z[i], [1.0]])
+        sol = scipy.linalg.solve(K, rhs)
+        out[i, idx[i]] = sol[:k]
+    return out
+
+
+def naive_cell(x, y, shape, grids):
+    """Block id per level by scanning cell bounds (no floor formula)."""
+    h, w = shape
+    ids = []
+    offset = 0
+    for rows, cols in grids:
+        r = next(rr for rr in range(rows) if y < (rr + 1) * h / rows or rr == rows - 1)
+        c = next(cc for cc in range(cols) if x < (cc + 1) * w / cols or cc == cols - 1)
+        ids.append(offset + r * cols + c)
+        offset += rows * cols
+    return ids, offset
+
+
+def naive_max_pool(dense_codes, centers, shape, grids, normalize=True):
+    """Max pooling of dense codes per pyramid block, block-major, per-block L2."""
+    dense_codes = np.asarray(dense_codes, dtype=np.float64)
+    n, p = dense_codes.shape
+    _, n_blocks = naive_cell(0, 0, shape, grids)
+    members = [[] for _ in range(n_blocks)]
+    for i in range(n):
+        ids, _ = naive_cell(centers[i][0], centers[i][1], shape, grids)
+        for b in ids:
+            members[b].append(i)
+    out = np.zeros((n_blocks, p))
+    for b in range(n_blocks):
+        if members[b]:
+            out[b] = dense_codes[members[b]].max(axis=0)
+            nrm = np.sqrt((out[b] ** 2).sum())
+            if normalize and nrm > 0:
+                out[b] /= nrm
+    return out.ravel()
+
+
+def naive_sv_pool(Z, B, s, centers, shape, grids, normalize=True):
+    """Super-vector pooling straight from the paper's formula, with plain loops.
+
+    Per block with N descriptors: x = (1/N) sum_k (1/sqrt(w_k)) sum_{i in k}
+    [s, z_i - b_k], w_k = n_k / N, k the nearest basis of z_i (brute force).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    p, d = B.shape
+    _, n_blocks = naive_cell(0, 0, shape, grids)
+    assign = [int(np.argmin(((B - z) ** 2).sum(axis=1))) for z in Z]
+    members = [[] for _ in range(n_blocks)]
+    for i in range(Z.shape[0]):
+        ids, _ = naive_cell(centers[i][0], centers[i][1], shape, grids)
+        for b in ids:
+            members[b].append(i)
+    out = np.zeros((n_blocks, p, d + 1))
+    for b in range(n_blocks):
+        N = len(members[b])
+        for kk in range(p):
+            mine = [i for i in members[b] if assign[i] == kk]
+            if not mine:
+                continue
+            wk = len(mine) / N
+            acc = np.zeros(d + 1)
+            for i in mine:
+                acc += np.concatenate([[s], Z[i] - B[kk]])
+            out[b, kk] = acc / (N * np.sqrt(wk))
+        nrm = np.sqrt((out[b] ** 2).sum())
+        if normalize and nrm > 0:
+            out[b] /= nrm
+    return out.ravel()
+
+
 # ---- end coding ----
 
 # ---- asgd (sequential SGD / ASGD) -----------------------------------------
+def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr,
+                    averaged=True, epochs=1, orders=None, t_start=0):
+    """Plain sequential one-vs-all ASGD in float64, sample by sample.
+
+    ``X`` dense (n, d) (densified if sparse), ``y`` class indices, ``row_class``
+    the positive class of each row; ``orders`` an optional list of per-epoch
+    permutations. Returns (wbar, bbar, w, b, t).
+    """
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    C = len(row_class)
+    d = X.shape[1]
+    w = np.zeros((C, d))
+    b = np.zeros(C)
+    wbar = np.zeros((C, d))
+    bbar = np.zeros(C)
+    t = t_start
+    for e in range(epochs):
+        order = range(X.shape[0]) if orders is None else orders[e]
+        for i in order:
+            t += 1
+            x = X[i]
+            eta = eta0 / (1.0 + reg * eta0 * t) ** power
+            alpha = 1.0 / (t - average_start) if (averaged and t > average_start) else 1.0
+            for c in range(C):
+                yc = 1.0 if y[i] == row_class[c] else -1.0
+                margin = yc * (w[c] @ x + b[c])
+                w[c] *= 1.0 - reg * eta
+                if margin < 1.0:
+                    w[c] += eta * yc * x
+                    b[c] += bias_lr * eta * yc
+                wbar[c] = (1.0 - alpha) * wbar[c] + alpha * w[c]
+                bbar[c] = (1.0 - alpha) * bbar[c] + alpha * b[c]
+    return wbar, bbar, w, b, t
 # ---- end asgd ----
