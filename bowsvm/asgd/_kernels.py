@@ -1,0 +1,303 @@
+"""numba kernels of the ASGD trainer: arrays in, arrays out, no I/O or config.
+
+Notation (see DESIGN.md, "ASGD one-vs-all SVM"): a class group keeps
+``V`` and ``U`` (C x d) and one lower-triangular 2x2 matrix ``P`` shared by its
+classes, stored as the float64 triple ``(P11, P21, P22)``, with
+``w = P11 v`` and ``wbar = P21 v + P22 u``.
+
+Every kernel that walks samples walks them in order and, for each class,
+reproduces the plain sequential algorithm exactly; parallel kernels split the
+classes into contiguous ranges, one per thread, so they are race-free and give
+the same bits whatever the thread count.
+
+Parallel kernels take ``n_threads`` (the caller passes
+``numba.get_num_threads()``) and give each of that many prange iterations one
+contiguous class range. fastmath is off everywhere (the violation test ``y*s < 1`` must not be
+reassociated); that is the one place where the flag is set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FLAGS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+
+@njit(**_FLAGS)
+def block_schedule(P, t_start, n_steps, eta0, reg, power, average_start, averaged,
+                   bound, force_first, p11_prev, coef_v, coef_u, eta_out, alpha_out,
+                   P_out):
+    """Scalars of the next ``n_steps`` steps under the projection transform.
+
+    Parameters
+    ----------
+    P : float64 (3,)
+        ``(P11, P21, P22)`` before the block.
+    t_start : int
+        Samples seen before the block (the first step has ``t = t_start + 1``).
+    bound : float
+        Safe range: a step is accepted only while ``P11, P22 >= 1/bound`` and
+        ``|P21|, |R21| <= bound`` after it (``force_first`` accepts step 0 anyway).
+    p11_prev, coef_v, coef_u, eta_out, alpha_out : float64 (n_steps,)
+        Out: ``P11`` before each step (margins), ``eta R11`` (v update),
+        ``eta (R21 + alpha R22)`` (u update; 0 when alpha = 1), eta, alpha.
+    P_out : float64 (3,)
+        Out: P after the accepted steps.
+
+    Returns
+    -------
+    m : int
+        Number of accepted steps (0 means: fold P first).
+
+    Notes
+    -----
+    When alpha = 1 the averaged weights equal the weights: P21 = P11, P22 = 1
+    and u is kept at zero (the caller zeroes U before such a block).
+    """
+    p11 = P[0]
+    p21 = P[1]
+    p22 = P[2]
+    m = 0
+    for j in range(n_steps):
+        t = t_start + j + 1
+        eta = eta0 / (1.0 + reg * eta0 * t) ** power
+        s = 1.0 - reg * eta
+        if averaged and t > average_start:
+            alpha = 1.0 / (t - average_start)
+        else:
+            alpha = 1.0
+        n11 = s * p11
+        if alpha == 1.0:
+            n21 = n11
+            n22 = 1.0
+            r21 = -1.0
+            cu = 0.0
+        else:
+            n21 = alpha * s * p11 + (1.0 - alpha) * p21
+            n22 = (1.0 - alpha) * p22
+            r21 = -n21 / (n11 * n22)
+            cu = eta * (r21 + alpha / n22)
+        ok = (n11 >= 1.0 / bound and n22 >= 1.0 / bound and abs(n21) <= bound
+              and abs(r21) <= bound)
+        if not ok and not (force_first and j == 0):
+            break
+        p11_prev[j] = p11
+        coef_v[j] = eta / n11
+        coef_u[j] = cu
+        eta_out[j] = eta
+        alpha_out[j] = alpha
+        p11 = n11
+        p21 = n21
+        p22 = n22
+        m = j + 1
+    P_out[0] = p11
+    P_out[1] = p21
+    P_out[2] = p22
+    return m
+
+
+@njit(parallel=True, **_FLAGS)
+def dense_walk(M, G, row_class, y, p11_prev, coef_v, eta, alpha, bias_lr, b, bbar, A,
+               n_threads):
+    """Decide the violations of one block exactly and fill the update matrix.
+
+    Parameters
+    ----------
+    M : float32 or float64 (C, B)
+        ``V X_B^T`` at the block start.
+    G : float64 (B, B)
+        ``X_B X_B^T``.
+    row_class : int64 (C,)
+        Class index whose samples are positive for each row.
+    y : int64 (B,)
+        Class index of each sample.
+    b, bbar : float64 (C,)
+        Biases and averaged biases, updated in place.
+    A : float64 (C, B)
+        Out: ``A[c, j] = eta_j y_cj R11_j`` where (c, j) violated, else 0.
+
+    Notes
+    -----
+    The margin of class c at sample j is
+    ``P11_{j-1} (M[c, j] + sum_{i<j} A[c, i] G[i, j]) + b_c``; the in-block
+    correction is accumulated row by row at each violation (cost: violations x B).
+    Each thread owns a contiguous range of classes for the whole block.
+    """
+    C, B = M.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        acc = np.empty(B, dtype=np.float64)
+        for c in range(c0, c1):
+            acc[:] = 0.0
+            bc = b[c]
+            bb = bbar[c]
+            cls = row_class[c]
+            for j in range(B):
+                score = p11_prev[j] * (M[c, j] + acc[j]) + bc
+                yc = 1.0 if y[j] == cls else -1.0
+                if yc * score < 1.0:
+                    a = coef_v[j] * yc
+                    A[c, j] = a
+                    for k in range(j + 1, B):
+                        acc[k] += a * G[j, k]
+                    bc += bias_lr * eta[j] * yc
+                else:
+                    A[c, j] = 0.0
+                bb = (1.0 - alpha[j]) * bb + alpha[j] * bc
+            b[c] = bc
+            bbar[c] = bb
+
+
+@njit(parallel=True, **_FLAGS)
+def sparse_rows_update(V, U, A, ratio, XB, update_u, n_threads):
+    """``V += A X_B`` and ``U += (A diag(ratio)) X_B`` visiting only non-zeros of A.
+
+    Used instead of GEMM when few (class, sample) pairs violate.
+    Each thread owns a contiguous class range.
+    """
+    C, B = A.shape
+    d = XB.shape[1]
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            for j in range(B):
+                a = A[c, j]
+                if a != 0.0:
+                    av = V.dtype.type(a)
+                    for k in range(d):
+                        V[c, k] += av * XB[j, k]
+                    if update_u:
+                        au = U.dtype.type(a * ratio[j])
+                        for k in range(d):
+                            U[c, k] += au * XB[j, k]
+
+
+@njit(**_FLAGS)
+def _csr_step(V, U, c, j, k0, k1, dot, data, indices, row_class, y, p11_prev, coef_v,
+              coef_u, eta, alpha, bias_lr, b, bbar, update_u):
+    """Decide and apply one (class, sample) step of :func:`csr_walk` given its dot product."""
+    score = p11_prev[j] * dot + b[c]
+    yc = 1.0 if y[j] == row_class[c] else -1.0
+    if yc * score < 1.0:
+        av = coef_v[j] * yc
+        for k in range(k0, k1):
+            V[c, indices[k]] += V.dtype.type(av * data[k])
+        if update_u:
+            au = coef_u[j] * yc
+            for k in range(k0, k1):
+                U[c, indices[k]] += U.dtype.type(au * data[k])
+        b[c] += bias_lr * eta[j] * yc
+    bbar[c] = (1.0 - alpha[j]) * bbar[c] + alpha[j] * b[c]
+
+
+@njit(parallel=True, **_FLAGS)
+def csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v,
+             coef_u, eta, alpha, bias_lr, b, bbar, update_u, n_threads):
+    """Sequential ASGD over CSR rows ``row0 .. row0+m-1``, exact, parallel over classes.
+
+    For sparse rows the margins are gathered dot products and the updates are
+    scatters over the row's non-zeros, so each class walks the block in order
+    (no Gram-matrix correction is needed: the walk itself costs what the
+    margins ``X_B V^T`` would). Classes are walked four at a time: each row's
+    indices and values are loaded once for four gathers, and the four dot
+    products are independent addition chains (float64 accumulators).
+
+    Parameters
+    ----------
+    V, U : float32 or float64 (C, d)
+        Transformed weights, updated in place (U only if ``update_u``).
+    data, indices, indptr : CSR arrays of the chunk.
+    y : int64 (m,)
+        Class index of each sample of the block.
+    """
+    C = V.shape[0]
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        c = c0
+        while c < c1:
+            if c + 4 <= c1:
+                for j in range(m):
+                    r = row0 + j
+                    k0 = indptr[r]
+                    k1 = indptr[r + 1]
+                    d0 = 0.0
+                    d1 = 0.0
+                    d2 = 0.0
+                    d3 = 0.0
+                    for k in range(k0, k1):
+                        ix = indices[k]
+                        v = np.float64(data[k])
+                        d0 += np.float64(V[c, ix]) * v
+                        d1 += np.float64(V[c + 1, ix]) * v
+                        d2 += np.float64(V[c + 2, ix]) * v
+                        d3 += np.float64(V[c + 3, ix]) * v
+                    _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                    _csr_step(V, U, c + 1, j, k0, k1, d1, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                    _csr_step(V, U, c + 2, j, k0, k1, d2, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                    _csr_step(V, U, c + 3, j, k0, k1, d3, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                c += 4
+            else:
+                for j in range(m):
+                    r = row0 + j
+                    k0 = indptr[r]
+                    k1 = indptr[r + 1]
+                    d0 = 0.0
+                    for k in range(k0, k1):
+                        d0 += np.float64(V[c, indices[k]]) * np.float64(data[k])
+                    _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                c += 1
+
+
+@njit(parallel=True, **_FLAGS)
+def fold(V, U, p11, p21, p22, fold_u, n_threads):
+    """Fold P into the weights: ``u <- P21 v + P22 u`` (if ``fold_u``), ``v <- P11 v``."""
+    C, d = V.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            for k in range(d):
+                v = np.float64(V[c, k])
+                if fold_u:
+                    U[c, k] = U.dtype.type(p21 * v + p22 * np.float64(U[c, k]))
+                V[c, k] = V.dtype.type(p11 * v)
+
+
+@njit(parallel=True, **_FLAGS)
+def hinge_stats(S, y, row_class, loss_out, n_threads):
+    """Per-row sum of hinge losses ``max(0, 1 - y_ci S[i, c])`` over samples.
+
+    Parameters
+    ----------
+    S : float (n, C)
+        Decision scores.
+    loss_out : float64 (C,)
+        Out.
+    """
+    n, C = S.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            acc = 0.0
+            cls = row_class[c]
+            for i in range(n):
+                yc = 1.0 if y[i] == cls else -1.0
+                v = 1.0 - yc * S[i, c]
+                if v > 0.0:
+                    acc += v
+            loss_out[c] = acc

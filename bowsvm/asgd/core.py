@@ -1,0 +1,293 @@
+"""The ASGD engine: one class group's state and the block-exact chunk trainer.
+
+A *class group* is a set of one-vs-all problems trained together; they share
+the step size, the averaging weight and therefore the projection matrix P
+(DESIGN.md, "ASGD one-vs-all SVM"). Its state is a handful of arrays that
+:meth:`GroupState.to_arrays` / :meth:`GroupState.from_arrays` turn into a
+checkpoint (no pickle). :func:`train_chunk` runs the sequential algorithm
+over one in-memory chunk (dense or CSR) in blocks: per block one GEMM for the
+margins, the Gram matrix for in-block corrections, an exact sequential walk
+parallel over classes, then GEMM or sparse-row updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import perf_counter
+
+import numba
+import numpy as np
+import scipy.linalg.blas as _blas
+import scipy.sparse as sp
+
+from bowsvm.asgd import _kernels
+
+__all__ = ["Hyper", "GroupState", "train_chunk", "decision_scores"]
+
+#: Scalars of P (and of its inverse) are kept inside [1/BOUND, BOUND]; P is
+#: folded into V and U when the next step would leave that range.
+BOUND = 1.0e3
+
+#: Below this fraction of violating (class, sample) pairs, the block's update
+#: visits the non-zeros of A instead of running a GEMM.
+SPARSE_UPDATE_DENSITY = 0.15
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Validated hyper-parameters of the trainer (see :class:`ASGDClassifier`)."""
+
+    reg: float = 1e-4
+    eta0: float = 0.1
+    power: float = 1.0
+    average_start: int = 0
+    bias_lr: float = 0.1
+    averaged: bool = True
+    block_size: int = 256
+
+
+class GroupState:
+    """Training state of one class group.
+
+    Parameters
+    ----------
+    row_class : int array (C,)
+        For each row, the class index whose samples are positive for it.
+    n_features : int
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    V, U : ndarray (C, d)
+        Transformed weights; ``w = P11 V``, ``wbar = P21 V + P22 U``
+        (``U`` is None for plain SGD).
+    P : float64 (3,)
+        ``(P11, P21, P22)``.
+    b, bbar : float64 (C,)
+        Biases and averaged biases (kept directly, unregularised).
+    t : int
+        Samples seen.
+    u_zero : bool
+        True while U is known to be zero (the alpha = 1 phase).
+    """
+
+    def __init__(self, row_class, n_features, dtype, averaged=True):
+        self.row_class = np.ascontiguousarray(row_class, dtype=np.int64)
+        C = self.row_class.shape[0]
+        self.dtype = np.dtype(dtype)
+        self.V = np.zeros((C, n_features), dtype=self.dtype)
+        self.U = np.zeros((C, n_features), dtype=self.dtype) if averaged else None
+        self.P = np.array([1.0, 1.0, 1.0])  # alpha = 1 form: wbar = w, u = 0
+        self.b = np.zeros(C)
+        self.bbar = np.zeros(C)
+        self.t = 0
+        self.u_zero = True
+
+    def reserve(self, rows: int) -> np.ndarray:
+        """The buffer ``[V; spare]`` with at least ``rows`` spare rows below V.
+
+        V is a view of its first C rows, so ``buffer[:C + m] @ X_B^T`` yields the
+        margins and the block's Gram matrix in a single GEMM.
+        """
+        C, d = self.V.shape
+        buf = getattr(self, "_VX", None)
+        if buf is None or buf.shape[0] < C + rows or not np.shares_memory(buf, self.V):
+            buf = np.zeros((C + rows, d), dtype=self.dtype)
+            buf[:C] = self.V
+            self.V = buf[:C]
+            self._VX = buf
+        return buf
+
+    # -- P handling -----------------------------------------------------------
+    def fold(self) -> None:
+        """Fold P into V and U so that P becomes the identity (U = wbar, V = w)."""
+        p11, p21, p22 = (float(x) for x in self.P)
+        if self.U is None:
+            if p11 != 1.0:
+                _kernels.fold(self.V, self.V, p11, 0.0, 1.0, False, numba.get_num_threads())
+            self.P[:] = (1.0, 1.0, 1.0)
+            return
+        if self.u_zero:
+            # u = 0 and wbar = w = P11 v.
+            self.U[...] = 0
+            _kernels.fold(self.V, self.U, p11, p11, 1.0, True, numba.get_num_threads())
+        else:
+            _kernels.fold(self.V, self.U, p11, p21, p22, True, numba.get_num_threads())
+        self.P[:] = (1.0, 0.0, 1.0)
+        self.u_zero = False
+
+    def enter_alpha_one(self) -> None:
+        """Switch to the alpha = 1 form (u = 0, P21 = P11, P22 = 1): wbar equals w."""
+        if not self.u_zero:
+            if self.U is not None:
+                self.U[...] = 0
+            self.u_zero = True
+        self.P[1] = self.P[0]
+        self.P[2] = 1.0
+
+    def weights(self):
+        """Fold, then return (w, b): the current (not averaged) weights."""
+        self.fold()
+        return self.V, self.b
+
+    def averaged(self):
+        """Fold, then return (wbar, bbar); for plain SGD the weights themselves."""
+        self.fold()
+        if self.U is None:
+            return self.V, self.b
+        return self.U, self.bbar
+
+    # -- checkpoints -------------------------------------------------------------
+    def to_arrays(self, prefix: str = "") -> dict:
+        """The state as a dict of arrays (for ``np.savez``); folds first."""
+        self.fold()
+        out = {
+            prefix + "V": self.V,
+            prefix + "P": self.P,
+            prefix + "b": self.b,
+            prefix + "bbar": self.bbar,
+            prefix + "row_class": self.row_class,
+            prefix + "scalars": np.array([self.t, int(self.u_zero)], dtype=np.int64),
+        }
+        if self.U is not None:
+            out[prefix + "U"] = self.U
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str = "") -> "GroupState":
+        """Rebuild a state written by :meth:`to_arrays`."""
+        V = np.ascontiguousarray(arrays[prefix + "V"])
+        st = cls.__new__(cls)
+        st.row_class = np.ascontiguousarray(arrays[prefix + "row_class"], dtype=np.int64)
+        st.dtype = V.dtype
+        st.V = V.copy()
+        st.U = np.ascontiguousarray(arrays[prefix + "U"]).copy() if prefix + "U" in arrays else None
+        st.P = np.array(arrays[prefix + "P"], dtype=np.float64)
+        st.b = np.array(arrays[prefix + "b"], dtype=np.float64)
+        st.bbar = np.array(arrays[prefix + "bbar"], dtype=np.float64)
+        sc = np.asarray(arrays[prefix + "scalars"])
+        st.t = int(sc[0])
+        st.u_zero = bool(sc[1])
+        return st
+
+
+def _gemm_update(W, A, XB):
+    """``W += A @ XB`` in place through BLAS (W and XB C-contiguous)."""
+    gemm = _blas.get_blas_funcs("gemm", dtype=W.dtype)
+    out = gemm(1.0, XB.T, np.asarray(A, dtype=W.dtype).T, beta=1.0, c=W.T, overwrite_c=True)
+    if not np.shares_memory(out, W):  # pragma: no cover - BLAS wrapper copied
+        W[...] = out.T
+
+
+def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = None) -> None:
+    """Run ASGD over the rows of one chunk, in order, updating ``state``.
+
+    Parameters
+    ----------
+    state : GroupState
+    X : ndarray (n, d) C-contiguous or scipy.sparse CSR, same dtype as the state
+    y : int64 array (n,)
+        Class index of each row (compared with ``state.row_class``).
+    hyper : Hyper
+    timings : dict or None
+        If given, seconds spent per phase are added to it -- for benchmarks:
+        margins (the one GEMM ``[V; X_B] X_B^T`` giving margins and Gram
+        matrix), gram (its conversion to float64), walk, update; and the
+        counts of violating (class, sample) pairs and of all pairs.
+
+    Notes
+    -----
+    Equals the plain sequential algorithm (up to rounding) whatever the block
+    size and thread count: the walk decides each violation from the exact
+    margin (DESIGN.md, block-exact GEMM formulation).
+    """
+    n = X.shape[0]
+    if n == 0:
+        return
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    is_sparse = sp.issparse(X)
+    if is_sparse:
+        data, indices, indptr = X.data, X.indices, X.indptr
+    Bmax = int(hyper.block_size)
+    p11_prev = np.empty(Bmax)
+    coef_v = np.empty(Bmax)
+    coef_u = np.empty(Bmax)
+    eta = np.empty(Bmax)
+    alpha = np.empty(Bmax)
+    P_out = np.empty(3)
+    C = state.V.shape[0]
+    pos = 0
+    while pos < n:
+        B = min(Bmax, n - pos)
+        t1 = state.t + 1
+        if not hyper.averaged or t1 <= hyper.average_start + 1:
+            state.enter_alpha_one()
+        args = (state.t, B, hyper.eta0, hyper.reg, hyper.power, hyper.average_start,
+                hyper.averaged, BOUND)
+        m = _kernels.block_schedule(state.P, *args, False, p11_prev, coef_v, coef_u,
+                                    eta, alpha, P_out)
+        if m == 0:
+            state.fold()
+            if not hyper.averaged or t1 <= hyper.average_start + 1:
+                state.enter_alpha_one()
+            m = _kernels.block_schedule(state.P, *args, True, p11_prev, coef_v, coef_u,
+                                        eta, alpha, P_out)
+        yb = y[pos:pos + m]
+        update_u = state.U is not None and bool(np.any(coef_u[:m] != 0.0))
+        if is_sparse:
+            tic = perf_counter()
+            _kernels.csr_walk(state.V, state.U if state.U is not None else state.V,
+                              data, indices, indptr, pos, m, state.row_class, yb,
+                              p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
+                              state.b, state.bbar, update_u, numba.get_num_threads())
+            if timings is not None:
+                timings["walk"] = timings.get("walk", 0.0) + perf_counter() - tic
+                timings["pairs"] = timings.get("pairs", 0) + C * m
+        else:
+            tic = perf_counter()
+            # One GEMM gives margins and Gram matrix: [V; X_B] X_B^T, with X_B
+            # copied into the spare rows below V (see GroupState.reserve).
+            VX = state.reserve(m)
+            VX[C:C + m] = X[pos:pos + m]
+            XB = VX[C:C + m]
+            MG = VX[:C + m] @ XB.T
+            Mg = MG[:C]
+            tac = perf_counter()
+            G = np.ascontiguousarray(MG[C:], dtype=np.float64)
+            toc = perf_counter()
+            A = np.empty((C, m))
+            _kernels.dense_walk(Mg, G, state.row_class, yb, p11_prev, coef_v, eta,
+                                alpha, hyper.bias_lr, state.b, state.bbar, A,
+                                numba.get_num_threads())
+            tw = perf_counter()
+            nnz = int(np.count_nonzero(A))
+            if nnz:
+                ratio = coef_u[:m] / coef_v[:m]
+                if nnz < SPARSE_UPDATE_DENSITY * C * m:
+                    _kernels.sparse_rows_update(
+                        state.V, state.U if state.U is not None else state.V,
+                        A, ratio, XB, update_u, numba.get_num_threads())
+                else:
+                    _gemm_update(state.V, A, XB)
+                    if update_u:
+                        _gemm_update(state.U, A * ratio[None, :], XB)
+            if timings is not None:
+                tu = perf_counter()
+                for k, v in (("margins", tac - tic), ("gram", toc - tac), ("walk", tw - toc),
+                             ("update", tu - tw)):
+                    timings[k] = timings.get(k, 0.0) + v
+                timings["violations"] = timings.get("violations", 0) + nnz
+                timings["pairs"] = timings.get("pairs", 0) + C * m
+        if update_u:
+            state.u_zero = False
+        state.P[:] = P_out
+        state.t += m
+        pos += m
+
+
+def decision_scores(W, b, X):
+    """Scores ``X W^T + b`` (n, C) for a dense or CSR ``X``."""
+    S = X @ W.T
+    S = np.asarray(S)
+    S += b.astype(S.dtype, copy=False)[None, :]
+    return S

@@ -1,0 +1,217 @@
+"""ASGDClassifier against the plain sequential algorithm (tests/naive.py)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from naive import asgd_sequential
+
+from bowsvm.asgd import ASGDClassifier
+from bowsvm.asgd import core
+
+
+def _data(n, d, C, seed=0, density=None):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    y[:C] = np.arange(C)  # every class present
+    centers = rng.normal(size=(C, d))
+    X = centers[y] + rng.normal(size=(n, d))
+    if density is not None:
+        X *= rng.random((n, d)) < density
+        X[:, 0] += 0.5  # no empty rows
+    return X, y
+
+
+KW = dict(reg=1e-2, eta0=0.5, power=1.0, bias_lr=0.3)
+
+
+def _rel(a, b):
+    return np.abs(np.asarray(a) - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+@pytest.fixture(scope="module")
+def dense50():
+    X, y = _data(240, 17, 50)
+    ref = {}
+    for avs in (0, 130):
+        ref[avs] = asgd_sequential(X, y, np.arange(50), average_start=avs, epochs=2, **KW)
+    return X, y, ref
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 64, 256])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("average_start", [0, 130])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_matches_sequential_50_classes(dense50, block_size, n_jobs, average_start, sparse):
+    X, y, ref = dense50
+    wbar, bbar, _, _, t = ref[average_start]
+    Xin = sp.csr_matrix(X) if sparse else X
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, n_jobs=n_jobs,
+                       average_start=average_start, **KW).fit(Xin, y)
+    assert m.coef_.shape == (50, 17) and m.coef_.dtype == np.float64
+    assert _rel(m.coef_, wbar) < 1e-5
+    assert _rel(m.intercept_, bbar) < 1e-5
+    assert m.t_ == t == 480
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("block_size", [3, 100])
+def test_two_classes_sklearn_convention(sparse, block_size):
+    X, y = _data(150, 9, 2, seed=1, density=0.5 if sparse else None)
+    labels = np.array(["cat", "dog"])[y]
+    wbar, bbar, *_ = asgd_sequential(X, y, [1], average_start=20, epochs=3, **KW)
+    Xin = sp.csr_matrix(X) if sparse else X
+    m = ASGDClassifier(max_epochs=3, shuffle=False, block_size=block_size,
+                       average_start=20, **KW).fit(Xin, labels)
+    assert list(m.classes_) == ["cat", "dog"]
+    assert m.coef_.shape == (1, 9) and m.intercept_.shape == (1,)
+    assert _rel(m.coef_[0], wbar[0]) < 1e-5
+    assert m.decision_function(X).shape == (150,)
+    assert set(m.predict(X)) <= {"cat", "dog"}
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_plain_sgd_matches_last_iterate(sparse):
+    X, y = _data(200, 11, 7, seed=2, density=0.4 if sparse else None)
+    _, _, w, b, _ = asgd_sequential(X, y, np.arange(7), average_start=0, averaged=False,
+                                    epochs=2, **KW)
+    Xin = sp.csr_matrix(X) if sparse else X
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=16, averaged=False,
+                       **KW).fit(Xin, y)
+    assert _rel(m.coef_, w) < 1e-5
+    assert _rel(m.intercept_, b) < 1e-5
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_float32_close_to_float64_reference(sparse):
+    X, y = _data(200, 13, 6, seed=3, density=0.5 if sparse else None)
+    X32 = X.astype(np.float32)
+    wbar, *_ = asgd_sequential(X32.astype(np.float64), y, np.arange(6), average_start=50,
+                               epochs=2, **KW)
+    Xin = sp.csr_matrix(X32) if sparse else X32
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=32, average_start=50,
+                       **KW).fit(Xin, y)
+    assert m.coef_.dtype == np.float32
+    assert _rel(m.coef_, wbar) < 1e-4
+    assert m.decision_function(X32).dtype == np.float32
+
+
+def test_folding_under_extreme_decay():
+    """reg*eta0 near 1 shrinks P11 by ~0.1 per step: P is folded many times per block."""
+    X, y = _data(120, 6, 4, seed=4)
+    kw = dict(reg=0.9, eta0=1.0, power=1.0, bias_lr=0.2)
+    wbar, bbar, *_ = asgd_sequential(X, y, np.arange(4), average_start=10, epochs=2, **kw)
+    for sparse in (False, True):
+        Xin = sp.csr_matrix(X) if sparse else X
+        m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=50, average_start=10,
+                           **kw).fit(Xin, y)
+        assert _rel(m.coef_, wbar) < 1e-5
+        assert _rel(m.intercept_, bbar) < 1e-5
+
+
+def test_long_run_folds_averaging_scalars(monkeypatch):
+    """With a tight bound P22 = t0/t leaves the safe range often; still exact."""
+    monkeypatch.setattr(core, "BOUND", 4.0)
+    X, y = _data(400, 5, 3, seed=5)
+    wbar, *_ = asgd_sequential(X, y, np.arange(3), average_start=0, epochs=3, **KW)
+    m = ASGDClassifier(max_epochs=3, shuffle=False, block_size=64, average_start=0,
+                       **KW).fit(X, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+
+
+def test_shuffle_visits_seeded_permutations():
+    X, y = _data(90, 7, 5, seed=6)
+    rs = np.random.RandomState(3)
+    orders = [rs.permutation(90) for _ in range(3)]
+    wbar, *_ = asgd_sequential(X, y, np.arange(5), average_start=0, epochs=3,
+                               orders=orders, **KW)
+    m = ASGDClassifier(max_epochs=3, shuffle=True, random_state=3, block_size=8,
+                       **KW).fit(X, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+
+
+def test_partial_fit_continues_the_sequence():
+    X, y = _data(160, 8, 5, seed=7)
+    wbar, bbar, _, _, t = asgd_sequential(X, y, np.arange(5), average_start=40, epochs=2, **KW)
+    m = ASGDClassifier(block_size=16, average_start=40, **KW)
+    for _ in range(2):
+        for s in range(0, 160, 50):
+            m.partial_fit(X[s:s + 50], y[s:s + 50], classes=np.arange(5))
+    assert m.t_ == t == 320
+    assert _rel(m.coef_, wbar) < 1e-5
+    assert _rel(m.intercept_, bbar) < 1e-5
+
+
+def test_deterministic_bits():
+    X, y = _data(500, 40, 12, seed=8)
+    X = X.astype(np.float32)
+    a = ASGDClassifier(random_state=11, n_jobs=2, block_size=37, max_epochs=3).fit(X, y)
+    b = ASGDClassifier(random_state=11, n_jobs=2, block_size=37, max_epochs=3).fit(X, y)
+    assert a.coef_.tobytes() == b.coef_.tobytes()
+    assert a.intercept_.tobytes() == b.intercept_.tobytes()
+
+
+def test_learns_separable_problem():
+    X, y = _data(600, 30, 10, seed=9)
+    m = ASGDClassifier(random_state=0).fit(X, y)
+    assert m.score(X, y) > 0.95
+
+
+def test_zero_rows_and_one_sample_blocks():
+    X, y = _data(30, 4, 3, seed=10)
+    X[::4] = 0.0
+    wbar, *_ = asgd_sequential(X, y, np.arange(3), average_start=0, epochs=1, **KW)
+    m = ASGDClassifier(max_epochs=1, shuffle=False, block_size=1, **KW).fit(X, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+
+
+@pytest.mark.parametrize("params, exc, match", [
+    (dict(reg=1.0, eta0=1.0), ValueError, "reg \\* eta0"),
+    (dict(reg=-1.0), ValueError, "reg=-1.0 is out of range"),
+    (dict(eta0=0.0), ValueError, "eta0=0.0 is out of range"),
+    (dict(block_size=0), ValueError, "block_size=0 is too small"),
+    (dict(max_epochs=1.5), TypeError, "max_epochs must be an integer"),
+    (dict(n_jobs=0), ValueError, "n_jobs=0"),
+    (dict(averaged="yes"), TypeError, "averaged must be True or False"),
+    (dict(shuffle=1), TypeError, "shuffle must be True or False"),
+])
+def test_bad_parameters(params, exc, match):
+    X, y = _data(20, 3, 2)
+    with pytest.raises(exc, match=match):
+        ASGDClassifier(**params).fit(X, y)
+
+
+def test_bad_inputs():
+    X, y = _data(20, 3, 3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ASGDClassifier().fit(X, np.zeros(20, int))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        ASGDClassifier().partial_fit(X, y)
+    m = ASGDClassifier().partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="not in classes"):
+        m.partial_fit(X, y + 5)
+    with pytest.raises(ValueError, match="not the same as on the first call"):
+        m.partial_fit(X, y, classes=[0, 1, 2, 3])
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ASGDClassifier().fit(Xn, y)
+
+
+@pytest.mark.parametrize("density", [0.0, 1.1])
+def test_gemm_and_sparse_row_updates_agree(dense50, monkeypatch, density):
+    """Force every block's update through GEMM (0.0) or through sparse rows (1.1)."""
+    monkeypatch.setattr(core, "SPARSE_UPDATE_DENSITY", density)
+    X, y, ref = dense50
+    wbar, bbar, *_ = ref[0]
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=32, **KW).fit(X, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+    assert _rel(m.intercept_, bbar) < 1e-5
+
+
+def test_timings_report_phases():
+    X, y = _data(100, 6, 4, seed=11)
+    st = core.GroupState(np.arange(4), 6, np.float64)
+    tm = {}
+    core.train_chunk(st, X, y, core.Hyper(block_size=10), tm)
+    assert set(tm) == {"margins", "gram", "walk", "update", "violations", "pairs"}
+    assert tm["pairs"] == 400 and 0 < tm["violations"] <= 400
