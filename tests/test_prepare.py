@@ -108,9 +108,11 @@ def test_normalize_rejects_truncated_jpeg():
 
 def test_normalize_rejects_decompression_bomb_before_decoding():
     raw = _bytes(Image.new("1", (1200, 1000)), "PNG")
+    limit = Image.MAX_IMAGE_PIXELS
     res = normalize_image(raw, max_pixels=1_000_000)
     assert res.data is None and "decompression bomb" in res.reason
     assert (res.orig_width, res.orig_height) == (1200, 1000)
+    assert Image.MAX_IMAGE_PIXELS == limit  # PIL's process-wide limit is left as it was
 
 
 # ---------------------------------------------------------------- planning

@@ -73,6 +73,7 @@ def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = 100_000_0
 
     if len(raw) == 0:
         return Normalized(reason="empty file (0 bytes)")
+    old_limit = Image.MAX_IMAGE_PIXELS  # restored below: PIL's limit is process-wide
     try:
         with warnings.catch_warnings():
             # Our own check below rejects > max_pixels with the size known; PIL's
@@ -96,6 +97,8 @@ def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = 100_000_0
         return Normalized(reason=f"truncated or corrupt image: {type(exc).__name__}: {exc}")
     except Exception as exc:  # any other decoder failure must not stop the job
         return Normalized(reason=f"undecodable image: {type(exc).__name__}: {exc}")
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
     if min(img.size) < 1:
         return Normalized(reason="image has a zero-length side")
     img = downsize(img, max_side)
