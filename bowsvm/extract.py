@@ -218,17 +218,21 @@ def feature_stats(folder: Path, dim: int) -> dict:
             "mean_nnz": nnz, "density": (nnz / dim) if nnz is not None else None}
 
 
-
 # --------------------------------------------------------------- job options
 
-def add_codebook_arguments(parser) -> None:
-    """Options of jobs/learn_codebook.py (shared with `bowsvm codebook`)."""
+def _add_feature_set_arguments(parser, writes: str) -> None:
     parser.add_argument("--feature-set", required=True,
-                        help="feature-set name; the codebook is written to CODEBOOKS/NAME")
+                        help=f"feature-set name; {writes} written to {writes.upper().split()[0]}/NAME")
     parser.add_argument("--preset", default=None,
                         help="preset name or TOML path (default: the feature-set name)")
     parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
-    parser.add_argument("--codebooks", required=True, help="root folder of codebooks")
+    parser.add_argument("--codebooks", required=True,
+                        help="root folder of codebooks (CODEBOOKS/NAME is the feature set's)")
+
+
+def add_codebook_arguments(parser) -> None:
+    """Options of jobs/learn_codebook.py (shared with `bowsvm codebook`)."""
+    _add_feature_set_arguments(parser, "codebooks are")
     parser.add_argument("--samples-per-image", type=int, default=None,
                         help="descriptors drawn per image (default: the preset's)")
     parser.add_argument("--n-samples", type=int, default=None,
@@ -245,13 +249,7 @@ def add_codebook_arguments(parser) -> None:
 
 def add_extract_arguments(parser) -> None:
     """Options of jobs/extract_features.py (shared with `bowsvm extract`)."""
-    parser.add_argument("--feature-set", required=True,
-                        help="feature-set name; features are written to FEATURES/NAME")
-    parser.add_argument("--preset", default=None,
-                        help="preset name or TOML path (default: the feature-set name)")
-    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
-    parser.add_argument("--codebooks", required=True,
-                        help="root folder of codebooks (reads CODEBOOKS/NAME)")
+    _add_feature_set_arguments(parser, "features are")
     parser.add_argument("--features", required=True, help="root folder of feature sets")
     parser.add_argument("--shard-mb", type=float, default=128.0,
                         help="target size of one feature shard in MB")
