@@ -8,6 +8,7 @@ Nothing here raises on a bad image: the row carries an ``error`` instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -85,20 +86,12 @@ def stack_samples(rows) -> np.ndarray:
 # --------------------------------------------------------------- extraction
 
 def output_schema(preset: dict) -> pa.Schema:
-    """Arrow schema of the extraction job's rows (before splitting by split/error)."""
+    """Arrow schema of an encoded batch (before splitting by split and error)."""
     base = [("id", pa.string()), ("label", pa.int32()), ("split", pa.string()),
             ("error", pa.string())]
     if preset["output"]["layout"] == "dense":
         return pa.schema(base + [("x", pa.list_(pa.float32()))])
     return pa.schema(base + [("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float32()))])
-
-
-def spark_ddl(preset: dict) -> str:
-    """The same schema in Spark DDL, for ``mapInArrow``."""
-    base = "id string, label int, split string, error string, "
-    if preset["output"]["layout"] == "dense":
-        return base + "x array<float>"
-    return base + "indices array<int>, values array<float>"
 
 
 def encode_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBatch:
@@ -218,6 +211,91 @@ def feature_stats(folder: Path, dim: int) -> dict:
             "mean_nnz": nnz, "density": (nnz / dim) if nnz is not None else None}
 
 
+# --------------------------------------------------------------- task output commit
+
+# What each extraction task returns to the driver: one row per file it wrote, one per
+# rejected image. Feature vectors never pass through the JVM.
+TASK_RESULT_DDL = "kind string, split string, path string, n long, id string, label int, error string"
+TASK_RESULT_SCHEMA = pa.schema([("kind", pa.string()), ("split", pa.string()), ("path", pa.string()),
+                                ("n", pa.int64()), ("id", pa.string()), ("label", pa.int32()),
+                                ("error", pa.string())])
+
+
+def shard_table(batch: pa.RecordBatch, dim: int) -> pa.Table:
+    """The feature-shard table (docs/FORMATS.md) of the good rows of an encoded batch."""
+    t = pa.Table.from_batches([batch]).drop(["split", "error"])
+    if "x" in t.column_names:
+        t = t.set_column(t.column_names.index("x"), "x", t.column("x").cast(pa.list_(pa.float32(), dim)))
+    return t
+
+
+def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: int,
+                      rows_per_file: int):
+    """Write a task's encoded batches as Parquet shards; yield the task's result rows.
+
+    Files go to ``attempts_dir/SPLIT/part-PPPPP-K.aA.parquet``, one series per split,
+    a new file every ``rows_per_file`` rows. Each attempt writes its own files, so a
+    failed attempt can never clobber a good one; the driver keeps only the files
+    named by successful attempts (:func:`commit_task_output`). The content depends
+    only on the partition's rows, so a retried task writes identical bytes.
+    """
+    import pyarrow.compute as pc
+
+    writers: dict[str, list] = {}  # split -> [writer, path, rows, k]
+    results = []
+
+    def close(split):
+        w, path, n, _ = writers[split]
+        w.close()
+        results.append({"kind": "file", "split": split, "path": str(path), "n": n})
+
+    for rb in batches:
+        t_all = pa.Table.from_batches([rb])
+        bad = pc.invert(pc.is_null(t_all.column("error")))
+        for r in t_all.filter(bad).select(["id", "label", "split", "error"]).to_pylist():
+            results.append({"kind": "reject", **r})
+        good = t_all.filter(pc.invert(bad))
+        for split in sorted(set(good.column("split").to_pylist())):
+            part = shard_table(good.filter(pc.equal(good.column("split"), split)).combine_chunks()
+                               .to_batches()[0], dim)
+            start = 0
+            while start < part.num_rows:
+                st = writers.get(split)
+                if st is None or st[2] >= rows_per_file:
+                    k = 0 if st is None else st[3] + 1
+                    if st is not None:
+                        close(split)
+                    path = Path(attempts_dir) / split / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    st = writers[split] = [pq.ParquetWriter(path, part.schema), path, 0, k]
+                take = min(part.num_rows - start, rows_per_file - st[2])
+                st[0].write_table(part.slice(start, take))
+                st[2] += take
+                start += take
+    for split in sorted(writers):
+        close(split)
+    if results:
+        yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)
+
+
+def commit_task_output(results: list[dict], attempts_dir: Path, out: Path) -> list[dict]:
+    """Move the files of successful attempts to ``out/SPLIT/part-PPPPP-K.parquet``.
+
+    ``results`` are the rows the job collected (Spark returns only those of the
+    successful attempt of each task). Returns the rejected rows.
+    """
+    import shutil
+
+    for r in results:
+        if r["kind"] == "file":
+            src = Path(r["path"])
+            dst = out / r["split"] / (src.name.split(".a")[0] + ".parquet")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    shutil.rmtree(attempts_dir, ignore_errors=True)  # failed attempts' leftovers
+    return [r for r in results if r["kind"] == "reject"]
+
+
 # --------------------------------------------------------------- job options
 
 def _add_feature_set_arguments(parser, writes: str) -> None:
@@ -257,50 +335,3 @@ def add_extract_arguments(parser) -> None:
                         help="input partitions (default: enough for 3 tasks per core and "
                         "at most ~2000 images per task)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing features")
-
-
-def finalize_shards(parts: Path, out: Path, shard_mb: float, dim: int) -> list:
-    """Turn Spark's ``parts/split=X/*.parquet`` into ``out/X/part-NNNNN.parquet``.
-
-    Rows whose ``error`` is set are removed (and returned, for the rejects
-    table); the ``error`` column is dropped, and a dense ``x`` column (Spark
-    writes ``list<float>``) becomes ``fixed_size_list<float32>[dim]`` as
-    docs/FORMATS.md specifies. Small task outputs are merged so a
-    shard holds about ``shard_mb`` MB; large ones are rewritten file by file.
-    Files are processed in sorted order, so the result does not depend on timing.
-
-    Returns
-    -------
-    list of pyarrow.Table
-        The rejected rows (id, label, error, split).
-    """
-    import pyarrow.compute as pc
-
-    target = shard_mb * 2**20
-    rejects = []
-    for d in sorted(parts.glob("split=*")):
-        split = d.name.split("=", 1)[1]
-        (out / split).mkdir(parents=True)
-        writer, written, k = None, 0.0, 0
-        for f in sorted(d.glob("*.parquet")):
-            t = pq.read_table(f)
-            bad = pc.invert(pc.is_null(t.column("error")))
-            n_bad = pc.sum(bad).as_py() or 0
-            if n_bad:
-                rejects.append(t.filter(bad).select(["id", "label", "error"]).append_column(
-                    "split", pa.array([split] * n_bad, pa.string())))
-                t = t.filter(pc.invert(bad))
-            t = t.drop(["error"])
-            if "x" in t.column_names:
-                t = t.set_column(t.column_names.index("x"), "x",
-                                 t.column("x").cast(pa.list_(pa.float32(), dim)))
-            if writer is not None and written >= target:
-                writer.close()
-                writer, written, k = None, 0.0, k + 1
-            if writer is None:
-                writer = pq.ParquetWriter(out / split / f"part-{k:05d}.parquet", t.schema)
-            writer.write_table(t)
-            written += f.stat().st_size
-        if writer is not None:
-            writer.close()
-    return rejects

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,13 +31,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from bowsvm.coding import Codebook, check_codebook
     from bowsvm.extract import (
-        encode_batch, feature_set_preset, feature_stats, finalize_shards, image_shard_dir,
-        maybe_inject_failure,
-        rows_per_batch, spark_ddl,
+        TASK_RESULT_DDL, commit_task_output, encode_batch, feature_set_preset, feature_stats,
+        image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
     )
     from bowsvm.io import atomic_output_dir, read_manifest, require_manifest_match, write_json_atomic
     from bowsvm.io.atomic import prepare_target
@@ -62,19 +61,9 @@ def main(argv=None) -> int:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     })
     sc = spark.sparkContext
+    t_started = time.time()
     cb_arrays = sc.broadcast((codebook.bases, codebook.pca_mean, codebook.pca_components))
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-
-    def encode_partition(batches):
-        # Runs on executors: numba threads per task = spark.task.cpus (numba threads x
-        # concurrent tasks <= cores).
-        import numba
-
-        numba.set_num_threads(max(1, min(task_cpus, numba.config.NUMBA_NUM_THREADS)))
-        maybe_inject_failure()
-        cb = Codebook(*cb_arrays.value)
-        for rb in batches:
-            yield encode_batch(rb, preset, cb)
 
     with SparkProgress(spark, "extract"), atomic_output_dir(out, args.overwrite) as tmp:
         df = spark.read.parquet(str(shards)).select("id", "label", "split", "image")
@@ -87,19 +76,31 @@ def main(argv=None) -> int:
         else:  # LCC: <= k non-zeros per descriptor per block, bounded by dim
             row_bytes = 8 * min(dim, preset["pooling"]["n_blocks"] * preset["coding"].get("k", 20) * 64)
         rows_per_file = max(100, int(args.shard_mb * 2**20 / max(1, row_bytes)))
-        feats = (df.repartition(n_part, "id").sortWithinPartitions("id")
-                 .mapInArrow(encode_partition, spark_ddl(preset)))
-        parts = tmp / "_parts"
-        (feats.write.option("maxRecordsPerFile", rows_per_file)
-         .partitionBy("split").parquet(str(parts)))
-        import pyarrow as pa
+        attempts = str(tmp / "_attempts")
 
-        rejects = finalize_shards(parts, tmp, args.shard_mb, dim)
-        shutil.rmtree(parts)
-        n_rejected = sum(r.num_rows for r in rejects)
+        def encode_partition(batches):
+            # Runs on executors: numba threads per task = spark.task.cpus (numba threads
+            # x concurrent tasks <= cores). Features are written here, by pyarrow, and
+            # never cross into the JVM; the task returns one small row per file.
+            import numba
+            from pyspark import TaskContext
+
+            numba.set_num_threads(max(1, min(task_cpus, numba.config.NUMBA_NUM_THREADS)))
+            maybe_inject_failure()
+            ctx = TaskContext.get()
+            cb = Codebook(*cb_arrays.value)
+            yield from write_task_output((encode_batch(rb, preset, cb) for rb in batches), attempts,
+                                         ctx.partitionId(), ctx.attemptNumber(), dim, rows_per_file)
+
+        results = (df.repartition(n_part, "id").sortWithinPartitions("id")
+                   .mapInArrow(encode_partition, TASK_RESULT_DDL).collect())
+        rejects = commit_task_output([r.asDict() for r in results], tmp / "_attempts", tmp)
+        n_rejected = len(rejects)
         if rejects:
             (tmp / "rejects").mkdir()
-            pq.write_table(pa.concat_tables(rejects), tmp / "rejects" / "part-00000.parquet")
+            pq.write_table(pa.Table.from_pylist(
+                [{k: r[k] for k in ("id", "label", "split", "error")} for r in rejects]),
+                tmp / "rejects" / "part-00000.parquet")
         stats = feature_stats(tmp, dim)
         wall = time.time() - t0
         n_done = sum(stats["counts"].values())
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
             "density": stats["density"],
             "images": str(Path(args.images).absolute()),
             "wall_seconds": round(wall, 3),
+            "spark_start_seconds": round(t_started - t0, 3),
             "images_per_second": round(n_done / wall, 2) if wall > 0 else None,
             "partitions": n_part,
             "arrow_batch_rows": batch,

@@ -15,7 +15,9 @@ import pytest
 import scipy.sparse as sp
 
 from bowsvm.coding import Codebook
-from bowsvm.extract import FAIL_FIRST_ATTEMPT_ENV, extract_local, finalize_shards
+from bowsvm.extract import (
+    FAIL_FIRST_ATTEMPT_ENV, commit_task_output, extract_local, write_task_output,
+)
 from bowsvm.io import atomic_output_dir, is_complete, read_manifest, write_json_atomic
 from bowsvm.io.features import shard_files, table_to_features
 from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png, load_idx_dataset
@@ -171,20 +173,28 @@ def test_killed_extraction_leaves_nothing_complete(images, codebooks, tmp_path):
     assert not any(is_complete(p) for p in tmp_path.iterdir())
 
 
-def test_finalize_shards_merges_and_splits_out_errors(tmp_path):
-    parts = tmp_path / "_parts" / "split=train"
-    parts.mkdir(parents=True)
-    for i in range(3):
-        t = pa.table({"id": [f"{i}a", f"{i}b"], "label": [0, 1], "error": [None, "bad" if i == 1 else None],
-                      "x": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))})
-        pq.write_table(t, parts / f"part-{i:05d}-x.parquet")
-    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out", shard_mb=64, dim=2)
-    files = shard_files(tmp_path / "out", "train")
-    assert len(files) == 1  # merged
-    t = pq.read_table(files[0])
+def test_task_output_commit_keeps_only_successful_attempts(tmp_path):
+    def batch(ids, splits, errors):
+        n = len(ids)
+        return pa.RecordBatch.from_pydict({
+            "id": ids, "label": list(range(n)), "split": splits, "error": errors,
+            "x": pa.array([[float(i), 1.0] for i in range(n)], pa.list_(pa.float32()))})
+
+    batches = [batch(["a", "b", "c"], ["train", "test", "train"], [None, None, "bad"]),
+               batch(["d", "e", "f"], ["train", "train", "train"], [None, None, None])]
+    attempts = tmp_path / "_attempts"
+    # attempt 0 "fails": its files stay behind but its results are never collected
+    list(write_task_output(iter(batches), attempts, partition=3, attempt=0, dim=2, rows_per_file=2))
+    (res,) = list(write_task_output(iter(batches), attempts, partition=3, attempt=1, dim=2,
+                                    rows_per_file=2))
+    rows = res.to_pylist()
+    rejects = commit_task_output(rows, attempts, tmp_path / "out")
+    assert [r["id"] for r in rejects] == ["c"] and rejects[0]["error"] == "bad"
+    assert not attempts.exists()  # failed attempt's files are gone
+    train = shard_files(tmp_path / "out", "train")
+    assert [f.name for f in train] == ["part-00003-000.parquet", "part-00003-001.parquet"]
+    t = pa.concat_tables([pq.read_table(f) for f in train])
+    assert t.column("id").to_pylist() == ["a", "d", "e", "f"]
     assert t.column_names == ["id", "label", "x"]
     assert t.schema.field("x").type == pa.list_(pa.float32(), 2)  # fixed size, per FORMATS
-    assert t.column("id").to_pylist() == ["0a", "0b", "1a", "2a", "2b"]
-    assert pa.concat_tables(rejects).column("id").to_pylist() == ["1b"]
-    rejects = finalize_shards(tmp_path / "_parts", tmp_path / "out2", shard_mb=1e-9, dim=2)
-    assert len(shard_files(tmp_path / "out2", "train")) == 3  # one per task output
+    assert pq.read_table(shard_files(tmp_path / "out", "test")[0]).column("id").to_pylist() == ["b"]
