@@ -4,12 +4,15 @@
 # Options come from the environment:
 #   BOWSVM_DEMO_OUT   output folder (default demo-out)
 #   BOWSVM_MASTER     Spark master (default local[*])
-#   BOWSVM_DEMO_SETS  feature sets (presets) to build (default "fmnist-lcc-hog fmnist-sv-hog")
+#   BOWSVM_DEMO_SETS  feature sets (presets) to build (default: the three chosen on val, see
+#                     docs/BENCHMARKS.md "End to end")
 #   BOWSVM_DEMO_LIMIT images per class and split, for a quick run (default: all)
 set -euo pipefail
 OUT=${BOWSVM_DEMO_OUT:-demo-out}
 MASTER=${BOWSVM_MASTER:-local[*]}
-SETS=${BOWSVM_DEMO_SETS:-fmnist-lcc-hog fmnist-sv-hog}
+SETS=${BOWSVM_DEMO_SETS:-fmnist-lcc-hog-spm7 fmnist-sv-hoglbp fmnist-sv-hoglbp-pca63}
+# Hyper-parameters chosen on the val split (docs/BENCHMARKS.md, "End to end").
+TRAIN_OPTS=(--reg 1e-5 --eta0 0.1 --epochs "$EPOCHS")
 FMNIST=${BOWSVM_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 EPOCHS=${BOWSVM_DEMO_EPOCHS:-5}
 [ "${BOWSVM_DEMO_FRESH:-0}" = 1 ] && rm -rf "$OUT"
@@ -44,10 +47,10 @@ for fs in $SETS; do
     bowsvm extract --feature-set "$fs" --images "$OUT/images" --codebooks "$OUT/codebooks" \
       --features "$OUT/features" --master "$MASTER"
   stage "train $fs" "$OUT/models/$fs" \
-    bowsvm train --feature-set "$fs" --features "$OUT/features" --models "$OUT/models" --epochs "$EPOCHS"
+    bowsvm train --feature-set "$fs" --features "$OUT/features" --models "$OUT/models" "${TRAIN_OPTS[@]}"
   stage "train $fs (plain SGD, for the convergence plot)" "$OUT/models-sgd/$fs" \
     bowsvm train --feature-set "$fs" --features "$OUT/features" --models "$OUT/models-sgd" \
-      --epochs "$EPOCHS" --no-average
+      "${TRAIN_OPTS[@]}" --no-average
   for split in val test; do
     stage "score $fs $split" "$OUT/scores/$fs/$split" \
       bowsvm score --feature-set "$fs" --split "$split" --features "$OUT/features" \
