@@ -11,10 +11,10 @@ set -euo pipefail
 OUT=${BOWSVM_DEMO_OUT:-demo-out}
 MASTER=${BOWSVM_MASTER:-local[*]}
 SETS=${BOWSVM_DEMO_SETS:-fmnist-lcc-hog-spm7 fmnist-sv-hoglbp fmnist-sv-hoglbp-pca63}
-# Hyper-parameters chosen on the val split (docs/BENCHMARKS.md, "End to end").
-TRAIN_OPTS=(--reg 1e-5 --eta0 0.1 --epochs "$EPOCHS")
 FMNIST=${BOWSVM_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 EPOCHS=${BOWSVM_DEMO_EPOCHS:-5}
+# Hyper-parameters chosen on the val split (docs/BENCHMARKS.md, "End to end").
+TRAIN_OPTS=(--reg 1e-5 --eta0 0.1 --epochs "$EPOCHS")
 [ "${BOWSVM_DEMO_FRESH:-0}" = 1 ] && rm -rf "$OUT"
 mkdir -p "$OUT"
 T0=$(date +%s)
