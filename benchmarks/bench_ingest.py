@@ -10,7 +10,6 @@ so the ratio shows Spark's parallel efficiency on this machine.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil

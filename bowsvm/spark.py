@@ -125,6 +125,24 @@ def forward_args(add_job_arguments, args) -> list[str]:
     return argv
 
 
+def job_command(job: str, add_job_arguments, preflight):
+    """``(add_arguments, run)`` of a `bowsvm` subcommand that launches ``jobs/<job>``.
+
+    ``preflight(args)`` validates options and refuses existing outputs before Spark
+    starts; the job's own options are forwarded, the Spark ones go to spark-submit.
+    """
+    def add_arguments(parser) -> None:
+        add_job_arguments(parser)
+        add_spark_arguments(parser)
+
+    def run(args) -> int:
+        preflight(args)
+        return spark_submit(job, forward_args(add_job_arguments, args), master=args.master,
+                            conf=args.conf, driver_memory=args.driver_memory)
+
+    return add_arguments, run
+
+
 def run_job(main, prog: str) -> None:
     """Entry point of a script in jobs/: exit 2 with a one-line message on bad input."""
     try:

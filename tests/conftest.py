@@ -26,3 +26,23 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+def kill_while_writing(args, parent, name, settle=0.0):
+    """Run `bowsvm ARGS`, SIGKILL its whole process group once it has started writing
+    ``parent/NAME`` (its hidden temporary folder exists), and wait for it."""
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "bowsvm.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(Path(parent).glob(f".{name}.tmp-*")):
+        time.sleep(0.1)
+    assert list(Path(parent).glob(f".{name}.tmp-*")), "the job never started writing"
+    time.sleep(settle)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,17 +1,14 @@
 """Spark codebook and extraction jobs: same features as the in-process API, retries, refusal."""
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_while_writing
 import scipy.sparse as sp
 
 from bowsvm.coding import Codebook
@@ -157,18 +154,9 @@ def test_extract_refuses_mismatched_codebook(images, codebooks, tmp_path):
 
 
 def test_killed_extraction_leaves_nothing_complete(images, codebooks, tmp_path):
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    proc = subprocess.Popen([sys.executable, "-m", "bowsvm.cli", "extract", "--feature-set",
-                             "quick-lcc-hog", "--images", str(images), "--codebooks",
-                             str(codebooks), "--features", str(tmp_path), "--master", "local[2]"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".quick-lcc-hog.tmp-*")):
-        time.sleep(0.1)
-    assert list(tmp_path.glob(".quick-lcc-hog.tmp-*"))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_while_writing(["extract", "--feature-set", "quick-lcc-hog", "--images", str(images),
+                        "--codebooks", str(codebooks), "--features", str(tmp_path),
+                        "--master", "local[2]"], tmp_path, "quick-lcc-hog")
     assert not (tmp_path / "quick-lcc-hog").exists()
     assert not any(is_complete(p) for p in tmp_path.iterdir())
 

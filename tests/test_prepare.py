@@ -2,15 +2,14 @@
 
 import io
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_while_writing
 from PIL import Image
 
 from bowsvm.io import check_complete, is_complete, read_manifest
@@ -296,18 +295,8 @@ def test_prepare_rejects_bad_options(tmp_path):
 @pytest.mark.slow
 def test_killed_prepare_leaves_nothing_complete(tmp_path, fashion_dir):
     out = tmp_path / "fm"
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    proc = subprocess.Popen([sys.executable, "-m", "bowsvm.cli", "prepare", "--fashion-mnist",
-                             str(fashion_dir), "--output", str(out), "--master", "local[2]"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".fm.tmp-*")):
-        time.sleep(0.2)
-    assert list(tmp_path.glob(".fm.tmp-*")), "the job never started writing"
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_while_writing(["prepare", "--fashion-mnist", str(fashion_dir), "--output", str(out),
+                        "--master", "local[2]"], tmp_path, "fm", settle=2)
     assert not out.exists()
     assert not any(is_complete(p) for p in tmp_path.iterdir())
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bowsvm.extract import add_extract_arguments, feature_set_preset
 from bowsvm.io.atomic import prepare_target
-from bowsvm.spark import add_spark_arguments, forward_args, spark_submit
+from bowsvm.spark import job_command
 
 NAME = "extract"
 ORDER = 30
@@ -17,13 +17,9 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser) -> None:
-    add_extract_arguments(parser)
-    add_spark_arguments(parser)
-
-
-def run(args) -> int:
+def _preflight(args) -> None:
     feature_set_preset(args.preset or args.feature_set)  # unknown preset: error before Spark
     prepare_target(Path(args.features) / args.feature_set, args.overwrite)
-    return spark_submit("extract_features.py", forward_args(add_extract_arguments, args),
-                        master=args.master, conf=args.conf, driver_memory=args.driver_memory)
+
+
+add_arguments, run = job_command("extract_features.py", add_extract_arguments, _preflight)

@@ -2,7 +2,7 @@
 
 from bowsvm.io.atomic import prepare_target
 from bowsvm.prepare import add_job_arguments, check_job_arguments
-from bowsvm.spark import add_spark_arguments, forward_args, spark_submit
+from bowsvm.spark import job_command
 
 NAME = "prepare"
 ORDER = 10
@@ -15,13 +15,9 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser) -> None:
-    add_job_arguments(parser)
-    add_spark_arguments(parser)
-
-
-def run(args) -> int:
+def _preflight(args) -> None:
     check_job_arguments(args)
     prepare_target(args.output, args.overwrite)  # refuse before starting Spark
-    return spark_submit("prepare_images.py", forward_args(add_job_arguments, args),
-                        master=args.master, conf=args.conf, driver_memory=args.driver_memory)
+
+
+add_arguments, run = job_command("prepare_images.py", add_job_arguments, _preflight)
