@@ -46,6 +46,8 @@ def features_to_table(ids, labels, X, layout: str | None = None) -> pa.Table:
     labels = pa.array(np.asarray(labels, dtype=np.int32))
     if layout is None:
         layout = "sparse" if sp.issparse(X) else "dense"
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not valid; expected one of {LAYOUTS}.")
     if layout == "dense":
         Xd = X.toarray() if sp.issparse(X) else np.asarray(X)
         Xd = np.ascontiguousarray(Xd, dtype=np.float32)
