@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
-from bowsvm.asgd.core import Hyper
-from bowsvm.asgd.streaming import (
-    _ckpt_dir,
-    gather,
-    open_feature_set,
-    train_feature_set,
-    write_model,
-)
 from bowsvm.io.atomic import prepare_target
+
+if TYPE_CHECKING:  # the trainer imports scikit-learn: keep it out of every CLI start-up
+    from bowsvm.asgd.core import Hyper
 
 NAME = "train"
 HELP = "train ASGD one-vs-all linear SVMs on one feature set"
@@ -88,6 +84,10 @@ def hyper_from_args(args) -> tuple[Hyper, bool]:
 
 
 def run(args) -> int:
+    from bowsvm.asgd.streaming import (
+        _ckpt_dir, gather, open_feature_set, train_feature_set, write_model,
+    )
+
     hyper, auto = hyper_from_args(args)
     fs = open_feature_set(args.features, args.feature_set)
     out = prepare_target(f"{args.models}/{fs.name}", args.overwrite)  # refuse early
