@@ -52,26 +52,24 @@ def topk_rows(D, k, idx_out, val_out):  # pragma: no cover - numba
         vals = val_out[i]
         idx = idx_out[i]
         for j in range(k):
-            v = row[j]
-            t = j
-            while t > 0 and vals[t - 1] > v:
-                vals[t] = vals[t - 1]
-                idx[t] = idx[t - 1]
-                t -= 1
-            vals[t] = v
-            idx[t] = j
+            _insert_sorted(vals, idx, j, row[j], j)
         worst = vals[k - 1]
         for j in range(k, p):
-            v = row[j]
-            if v < worst:
-                t = k - 1
-                while t > 0 and vals[t - 1] > v:
-                    vals[t] = vals[t - 1]
-                    idx[t] = idx[t - 1]
-                    t -= 1
-                vals[t] = v
-                idx[t] = j
+            if row[j] < worst:
+                _insert_sorted(vals, idx, k - 1, row[j], j)
                 worst = vals[k - 1]
+
+
+@njit(cache=True, inline="always")
+def _insert_sorted(vals, idx, t, v, j):  # pragma: no cover - numba
+    """Insert (v, j) into the ascending ``vals[:t + 1]``, dropping ``vals[t]``;
+    equal values keep the earlier (lower-index) entry first."""
+    while t > 0 and vals[t - 1] > v:
+        vals[t] = vals[t - 1]
+        idx[t] = idx[t - 1]
+        t -= 1
+    vals[t] = v
+    idx[t] = j
 
 
 @njit(cache=True, fastmath=_FASTMATH)

@@ -377,7 +377,11 @@ def _hog_one(S, yidx, xidx, i, j, min_total, clip, v, out, row, col0):
 
 @njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
 def _lbp_one(S, yidx, xidx, i, j, inv, out, row, col0):
-    """One LBP descriptor: sqrt of the cell counts times ``inv`` (= 1 / P)."""
+    """One LBP descriptor: sqrt of the cell counts times ``inv`` (= 1 / P).
+
+    The cell-sum loop is ``_cell_sums`` with the square root fused in: calling
+    ``_cell_sums`` and then a separate sqrt pass measured 5-10% slower per image.
+    """
     ncell = yidx.shape[1] - 1
     C = S.shape[2]
     k = col0
