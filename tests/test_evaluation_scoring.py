@@ -61,6 +61,19 @@ def make_model(root, name, coef, intercept, classes=CLASSES, preset_hash="ph0", 
         write_json_atomic(tmp / "manifest.json", m)
 
 
+def score_and_fuse(root, names):
+    """`bowsvm score` val and test for each feature set under ROOT, then `bowsvm fuse` them."""
+    from bowsvm.cli import main
+
+    for name in names:
+        for s in ("val", "test"):
+            assert main(["score", "--feature-set", name, "--split", s, "--features",
+                         str(root / "features"), "--models", str(root / "models"),
+                         "--scores", str(root / "scores")]) == 0
+    assert main(["fuse", "--scores", str(root / "scores"), "--feature-sets", ",".join(names),
+                 "--out", str(root / "fusion")]) == 0
+
+
 @pytest.fixture
 def dirs(tmp_path):
     d = {k: tmp_path / k for k in ("features", "models", "scores")}

@@ -22,7 +22,7 @@ from bowsvm.evaluation.fusion import read_fused
 from bowsvm.evaluation.predict import Predictor, list_image_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import write_shard
-from test_evaluation_scoring import make_model
+from test_evaluation_scoring import make_model, score_and_fuse
 
 KEEP = [0, 1, 5, 7, 8]  # T-shirt, Trouser, Sandal, Sneaker, Bag
 CLASSES = ["tshirt", "trouser", "sandal", "sneaker", "bag"]
@@ -93,12 +93,7 @@ def pipeline(tmp_path_factory, fashion_dir):
         clf = LinearSVC(C=1.0, random_state=0).fit(feats["train"], data["train"][1])
         make_model(root / "models", name, clf.coef_, clf.intercept_, classes=CLASSES,
                    preset_hash=preset_hash(preset))
-        for s in ("val", "test"):
-            assert main(["score", "--feature-set", name, "--split", s, "--features",
-                         str(root / "features"), "--models", str(root / "models"),
-                         "--scores", str(root / "scores")]) == 0
-    assert main(["fuse", "--scores", str(root / "scores"), "--feature-sets", ",".join(PRESETS),
-                 "--out", str(root / "fusion")]) == 0
+    score_and_fuse(root, PRESETS)
     return root, data
 
 

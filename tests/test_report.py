@@ -18,7 +18,7 @@ from bowsvm.cli import main
 from bowsvm.evaluation.report import build_report, fmt_pct, image_shard_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import write_shard
-from test_evaluation_scoring import make_model
+from test_evaluation_scoring import make_model, score_and_fuse
 
 N_CLASSES = 12
 CLASSES = [f"{w}_{i}" for i, w in enumerate(
@@ -65,12 +65,7 @@ def _pipeline(root, n_sets=2, with_sgd=True, with_images=True):
                     "top5": 0.6 + 0.04 * e, "seconds": 0.1} for e in range(1, epochs + 1)]
             make_model(root / "models", f"{name}-sgd", means, np.zeros(N_CLASSES), classes=CLASSES,
                        preset_hash=f"h{k}", log=sgd)
-        for s in ("val", "test"):
-            assert main(["score", "--feature-set", name, "--split", s, "--features",
-                         str(root / "features"), "--models", str(root / "models"),
-                         "--scores", str(root / "scores")]) == 0
-    assert main(["fuse", "--scores", str(root / "scores"), "--feature-sets", ",".join(names),
-                 "--out", str(root / "fusion")]) == 0
+    score_and_fuse(root, names)
     if with_images:
         (root / "images").mkdir()
         rows = {"id": [], "label": [], "class_name": [], "split": [], "image": []}
