@@ -124,6 +124,42 @@ def test_lcc_is_deterministic(rng):
     np.testing.assert_array_equal(a.data, b.data)
 
 
+def test_thread_count_does_not_change_results(rng):
+    Z, B = _data(rng, n=3 * 1024 + 17, p=300, d=24)
+    i1, v1 = knn_bases(Z, B, 7, n_threads=1)
+    i3, v3 = knn_bases(Z, B, 7, n_threads=3, block=500)
+    np.testing.assert_array_equal(i1, i3)
+    np.testing.assert_array_equal(v1, v3)
+    a = lcc_encode(Z, B, k=9, n_threads=1)
+    b = lcc_encode(Z, B, k=9, n_threads=2)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)
+    s1, s2 = svc_encode(Z, B, n_threads=1), svc_encode(Z, B, n_threads=2)
+    np.testing.assert_array_equal(s1.assign, s2.assign)
+    np.testing.assert_array_equal(s1.blocks, s2.blocks)
+
+
+def test_row_chunks_run_on_threads_with_single_threaded_blas():
+    import threading
+
+    from bowsvm.coding import _encode
+
+    seen = []
+    both_running = threading.Barrier(2, timeout=30)  # fails unless the chunks run concurrently
+
+    def work(r0, r1):
+        if r1 - r0 == 1536:
+            both_running.wait()
+        seen.append((r0, r1, threading.get_ident(), _encode._blas_threads()))
+
+    _encode._run_rows(3 * _encode._MIN_ROWS_PER_THREAD, 2, work)
+    assert sorted(s[:2] for s in seen) == [(0, 1536), (1536, 3072)]
+    assert len({s[2] for s in seen}) == 2 and all(s[3] == 1 for s in seen)
+    seen.clear()
+    _encode._run_rows(_encode._MIN_ROWS_PER_THREAD + 5, 2, work)  # too few rows: one call
+    assert [s[:2] for s in seen] == [(0, 1029)] and seen[0][2] == threading.get_ident()
+
+
 def test_bad_inputs(rng):
     Z, B = _data(rng)
     with pytest.raises(ValueError, match="dimension 15 but the codebook B has bases of dimension 16"):
@@ -148,6 +184,8 @@ def test_bad_inputs(rng):
         knn_bases(Z, B[:0], 1)
     with pytest.raises(ValueError, match="s=-0.5 is out of range"):
         svc_encode(Z, B, s=-0.5)
+    with pytest.raises(ValueError, match="n_threads=0 is too small"):
+        lcc_encode(Z, B, n_threads=0)
 
 
 # ---------------------------------------------------------------- SV

@@ -52,7 +52,89 @@ def _default_block(p: int) -> int:
     return int(min(8192, max(256, (1 << 24) // max(p, 1))))
 
 
-def _knn(Z, B, k, block):
+#: a call splits its descriptors over threads only when each thread gets at
+#: least this many (below it the thread start-up is not worth it)
+_MIN_ROWS_PER_THREAD = 1024
+
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def _blas_threads() -> int:
+    """Threads the BLAS library would use for one GEMM right now."""
+    libs = _blas_controller().select(user_api="blas").lib_controllers
+    return max((lib.num_threads for lib in libs), default=1)
+
+
+def _run_rows(n, n_threads, work):
+    """Call ``work(r0, r1)`` on contiguous row ranges covering ``[0, n)``.
+
+    With more than one thread, each range runs on its own Python thread with
+    the BLAS library held to one thread (the GEMMs and numba kernels release
+    the GIL). Measured at p = 8192 on 2 cores: 83-85% of one 2-thread GEMM's
+    rate, against 63-65% for one thread of top-k scans behind 2-thread GEMMs.
+    Every row is computed exactly as on one thread, so results do not depend
+    on the thread count.
+    """
+    if n_threads is None:
+        n_threads = _blas_threads()
+    t = min(n_threads, n // _MIN_ROWS_PER_THREAD)
+    if t <= 1:
+        work(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, t + 1).astype(np.int64)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        with ThreadPoolExecutor(max_workers=t, thread_name_prefix="bowsvm-coding") as pool:
+            futures = [
+                pool.submit(work, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])
+            ]
+            for future in futures:
+                future.result()
+
+
+def _check_threads(n_threads):
+    return None if n_threads is None else check_int("n_threads", n_threads, low=1)
+
+
+def _augmented_bases(B):
+    """``[-2 B, ||b||^2]``: one GEMM with ``[z, 1]`` gives ``||b||^2 - 2 z.b``."""
+    p, d = B.shape
+    Ba = np.empty((p, d + 1), dtype=B.dtype)
+    np.multiply(B, -2, out=Ba[:, :d])
+    Ba[:, d] = np.einsum("ij,ij->i", B, B)
+    return Ba
+
+
+def _knn_rows(Z, Ba, k, block, idx, val):
+    """Fill ``idx``/``val`` (rows of Z) with the k smallest ``||b||^2 - 2 z.b``."""
+    n, d = Z.shape
+    p = Ba.shape[0]
+    if block is None:
+        block = _default_block(p)
+    rows = min(block, max(n, 1))
+    Za = np.empty((rows, d + 1), dtype=Z.dtype)
+    Za[:, d] = 1
+    G = np.empty((rows, p), dtype=Z.dtype)
+    BaT = Ba.T
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        m = r1 - r0
+        Za[:m, :d] = Z[r0:r1]
+        np.matmul(Za[:m], BaT, out=G[:m])
+        _kernels.topk_rows(G[:m], k, idx[r0:r1], val[r0:r1])
+
+
+def _knn(Z, B, k, block, n_threads=None):
     """Unvalidated core of knn_bases; Z and B share one float dtype.
 
     One GEMM per block of descriptors gives ``||b||^2 - 2 z.b`` directly: the
@@ -60,33 +142,22 @@ def _knn(Z, B, k, block):
     (d + 1 columns cost the same GEMM time as d), so the top-k kernel only
     compares.
     """
-    n, d = Z.shape
-    p = B.shape[0]
-    Ba = np.empty((p, d + 1), dtype=Z.dtype)
-    np.multiply(B, -2, out=Ba[:, :d])
-    Ba[:, d] = np.einsum("ij,ij->i", B, B)
-    BaT = Ba.T
+    n = Z.shape[0]
+    Ba = _augmented_bases(B)
     idx = np.empty((n, k), dtype=np.int64)
     val = np.empty((n, k), dtype=Z.dtype)
-    if block is None:
-        block = _default_block(p)
-    rows = min(block, max(n, 1))
-    Za = np.empty((rows, d + 1), dtype=Z.dtype)
-    Za[:, d] = 1
-    G = np.empty((rows, p), dtype=Z.dtype)
-    for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        m = r1 - r0
-        Za[:m, :d] = Z[r0:r1]
-        np.matmul(Za[:m], BaT, out=G[:m])
-        _kernels.topk_rows(G[:m], k, idx[r0:r1], val[r0:r1])
+
+    def work(r0, r1):
+        _knn_rows(Z[r0:r1], Ba, k, block, idx[r0:r1], val[r0:r1])
+
+    _run_rows(n, n_threads, work)
     znorm = np.einsum("ij,ij->i", Z, Z)
     val += znorm[:, None]
     np.maximum(val, 0, out=val)
     return idx, val
 
 
-def knn_bases(Z, B, k, *, block=None, dtype="auto"):
+def knn_bases(Z, B, k, *, block=None, dtype="auto", n_threads=None):
     """The ``k`` nearest bases of each descriptor (squared Euclidean distance).
 
     Uses the GEMM identity ``||z - b||^2 = ||z||^2 - 2 z.b + ||b||^2``: the
@@ -110,6 +181,12 @@ def knn_bases(Z, B, k, *, block=None, dtype="auto"):
     dtype : {"auto", "float32", "float64"}
         Working precision. "auto" computes in float32 when both inputs are
         float32 and in float64 otherwise.
+    n_threads : int, optional
+        Threads to split the descriptors over (each runs its own single-
+        threaded GEMMs). Default: the BLAS library's current thread count
+        (set it with ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` or
+        threadpoolctl). While a call runs on several threads it holds the
+        BLAS library to one thread per call. Results do not depend on it.
 
     Returns
     -------
@@ -137,7 +214,7 @@ def knn_bases(Z, B, k, *, block=None, dtype="auto"):
     k = _check_k(k, B.shape[0])
     if block is not None:
         block = check_int("block", block, low=1)
-    return _knn(Z, B, k, block)
+    return _knn(Z, B, k, block, _check_threads(n_threads))
 
 
 def _check_k(k, p):
@@ -150,7 +227,7 @@ def _check_k(k, p):
     return k
 
 
-def lcc_encode(Z, B, k=20, beta=DEFAULT_BETA, *, block=None, dtype="auto"):
+def lcc_encode(Z, B, k=20, beta=DEFAULT_BETA, *, block=None, dtype="auto", n_threads=None):
     """Local coordinate coding (LCC) of descriptors over a codebook.
 
     For each descriptor ``z`` with its ``k`` nearest bases ``B_z`` (k x d),
@@ -174,6 +251,12 @@ def lcc_encode(Z, B, k=20, beta=DEFAULT_BETA, *, block=None, dtype="auto"):
         Descriptors per GEMM block of the nearest-basis search.
     dtype : {"auto", "float32", "float64"}
         Working precision of the nearest-basis search and of the output.
+    n_threads : int, optional
+        Threads to split the descriptors over (each runs its own single-
+        threaded GEMMs and solves). Default: the BLAS library's current thread count
+        (set it with ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` or
+        threadpoolctl). While a call runs on several threads it holds the
+        BLAS library to one thread per call. Results do not depend on it.
 
     Returns
     -------
@@ -208,12 +291,20 @@ def lcc_encode(Z, B, k=20, beta=DEFAULT_BETA, *, block=None, dtype="auto"):
     beta = check_real("beta", beta, low=0.0)
     if block is not None:
         block = check_int("block", block, low=1)
+    n_threads = _check_threads(n_threads)
     n = Z.shape[0]
-    idx, _ = _knn(Z, B, k, block)
+    Ba = _augmented_bases(B)
     cols = np.empty((n, k), dtype=np.int32)
     vals = np.empty((n, k), dtype=Z.dtype)
-    if n:
-        _kernels.lcc_solve(Z, B, idx, beta, cols, vals)
+
+    def work(r0, r1):
+        if r1 > r0:
+            idx = np.empty((r1 - r0, k), dtype=np.int64)
+            dist = np.empty((r1 - r0, k), dtype=Z.dtype)
+            _knn_rows(Z[r0:r1], Ba, k, block, idx, dist)
+            _kernels.lcc_solve(Z[r0:r1], B, idx, beta, cols[r0:r1], vals[r0:r1])
+
+    _run_rows(n, n_threads, work)
     indptr = np.arange(0, n * k + 1, k, dtype=np.int64 if n * k >= 2**31 else np.int32)
     codes = sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(n, p))
     codes.has_sorted_indices = True
@@ -243,7 +334,7 @@ class SVCodes(NamedTuple):
         )
 
 
-def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto"):
+def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto", n_threads=None):
     """Super-vector codes: nearest basis and the block ``[s, z - b_k]``.
 
     Parameters
@@ -259,6 +350,12 @@ def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto"):
         Descriptors per GEMM block of the nearest-basis search.
     dtype : {"auto", "float32", "float64"}
         Working precision.
+    n_threads : int, optional
+        Threads to split the descriptors over (each runs its own single-
+        threaded GEMMs). Default: the BLAS library's current thread count
+        (set it with ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` or
+        threadpoolctl). While a call runs on several threads it holds the
+        BLAS library to one thread per call. Results do not depend on it.
 
     Returns
     -------
@@ -283,7 +380,7 @@ def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto"):
     s = check_real("s", s, low=0.0)
     if block is not None:
         block = check_int("block", block, low=1)
-    idx, _ = _knn(Z, B, 1, block)
+    idx, _ = _knn(Z, B, 1, block, _check_threads(n_threads))
     assign = idx[:, 0]
     blocks = np.empty((Z.shape[0], Z.shape[1] + 1), dtype=Z.dtype)
     blocks[:, 0] = s

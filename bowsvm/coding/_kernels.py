@@ -11,9 +11,11 @@ from numba import njit
 
 # Kernels are serial on purpose: parallelism comes from processes (one Spark
 # task per core, see DESIGN.md "keep numba threads x concurrent tasks <=
-# cores"). Measured here with other work running: a prange version of the
-# top-k scan spent 2-20x the CPU time of the serial one (threads waiting on
-# each other on an oversubscribed machine) and was no faster in wall time.
+# cores") or, inside one process, from `bowsvm.coding` running row chunks on
+# Python threads (the search and solve kernels release the GIL). Measured
+# here with other work running: a prange version of the top-k scan spent
+# 2-20x the CPU time of the serial one (threads waiting on each other on an
+# oversubscribed machine) and was no faster in wall time.
 
 # fastmath is set in one place. The selection and pooling kernels compare and
 # add in a fixed order, so they stay exact; the LCC solve may reassociate the
@@ -24,7 +26,7 @@ _FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 _CHUNK = 64
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def topk_rows(D, k, idx_out, val_out):  # pragma: no cover - numba
     """The k smallest entries of each row of D, sorted ascending.
 
@@ -72,7 +74,7 @@ def _insert_sorted(vals, idx, t, v, j):  # pragma: no cover - numba
     idx[t] = j
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def lcc_solve(Z, B, idx, beta, idx_out, val_out):  # pragma: no cover - numba
     """Closed-form LCC/LLC weights for each descriptor, CSR-ready.
 
