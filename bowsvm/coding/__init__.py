@@ -2,8 +2,9 @@
 
 Layers (see STYLE.md): numba kernels in ``_kernels``; validated functions in
 ``_encode`` (knn_bases, lcc_encode, svc_encode), ``_pooling`` (spm_pool),
-``_codebook`` (Codebook, learn_codebook) and ``_extractor`` (whole feature
-sets from presets, the scikit-learn transformer).
+``_codebook`` (Codebook, learn_codebook), ``_extractor`` (whole feature
+sets from presets) and ``_transformer`` (the scikit-learn transformer,
+imported on first use so that Spark tasks do not load scikit-learn).
 
 Conventions
 -----------
@@ -41,7 +42,6 @@ from bowsvm.coding._encode import (
     svc_encode,
 )
 from bowsvm.coding._extractor import (
-    FeatureSetExtractor,
     check_codebook,
     encode_descriptors,
     encode_image,
@@ -51,6 +51,14 @@ from bowsvm.coding._extractor import (
     stack_features,
 )
 from bowsvm.coding._pooling import block_ids, pyramid_blocks, spm_pool
+
+
+def __getattr__(name):
+    if name == "FeatureSetExtractor":
+        from bowsvm.coding._transformer import FeatureSetExtractor
+
+        return FeatureSetExtractor
+    raise AttributeError(f"module 'bowsvm.coding' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_BETA",
