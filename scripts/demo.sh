@@ -10,7 +10,7 @@
 set -euo pipefail
 OUT=${BOWSVM_DEMO_OUT:-demo-out}
 MASTER=${BOWSVM_MASTER:-local[*]}
-SETS=${BOWSVM_DEMO_SETS:-fmnist-lcc-hog-spm7 fmnist-sv-hoglbp fmnist-sv-hoglbp-pca63}
+SETS=${BOWSVM_DEMO_SETS:-fmnist-lcc-hog-spm7 fmnist-sv-hoglbp-pca63 fmnist-sv-hoglbp-pca95s1}
 FMNIST=${BOWSVM_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 EPOCHS=${BOWSVM_DEMO_EPOCHS:-5}
 # Hyper-parameters chosen on the val split (docs/BENCHMARKS.md, "End to end").
