@@ -160,6 +160,20 @@ def test_row_chunks_run_on_threads_with_single_threaded_blas():
     assert [s[:2] for s in seen] == [(0, 1029)] and seen[0][2] == threading.get_ident()
 
 
+def test_overlapping_calls_restore_the_blas_thread_count():
+    from bowsvm.coding import _encode
+
+    with _encode._blas_controller().limit(limits=2, user_api="blas"):
+        a, b = _encode._single_threaded_blas(), _encode._single_threaded_blas()
+        a.__enter__()
+        b.__enter__()  # a second caller enters while the first holds the limit
+        assert _encode._blas_threads() == 1
+        a.__exit__(None, None, None)  # the first leaves first: still limited for the second
+        assert _encode._blas_threads() == 1
+        b.__exit__(None, None, None)
+        assert _encode._blas_threads() == 2
+
+
 def test_bad_inputs(rng):
     Z, B = _data(rng)
     with pytest.raises(ValueError, match="dimension 15 but the codebook B has bases of dimension 16"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +60,13 @@ _MIN_ROWS_PER_THREAD = 1024
 
 _controller = None
 
+# One BLAS thread limit for all concurrent callers: the first call entering sets
+# it, the last one leaving restores the original (nested threadpoolctl limits
+# from several threads would otherwise restore each other's values).
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit = None
+
 
 def _blas_controller():
     global _controller
@@ -74,6 +83,23 @@ def _blas_threads() -> int:
     return max((lib.num_threads for lib in libs), default=1)
 
 
+@contextmanager
+def _single_threaded_blas():
+    global _limit_users, _limit
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit = _blas_controller().limit(limits=1, user_api="blas")
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                _limit.restore_original_limits()
+                _limit = None
+
+
 def _run_rows(n, n_threads, work):
     """Call ``work(r0, r1)`` on contiguous row ranges covering ``[0, n)``.
 
@@ -82,7 +108,7 @@ def _run_rows(n, n_threads, work):
     the GIL). Measured at p = 8192 on 2 cores: 83-85% of one 2-thread GEMM's
     rate, against 63-65% for one thread of top-k scans behind 2-thread GEMMs.
     Every row is computed exactly as on one thread, so results do not depend
-    on the thread count.
+    on the thread count; each thread has its own GEMM block buffer.
     """
     if n_threads is None:
         n_threads = _blas_threads()
@@ -93,7 +119,7 @@ def _run_rows(n, n_threads, work):
     from concurrent.futures import ThreadPoolExecutor
 
     bounds = np.linspace(0, n, t + 1).astype(np.int64)
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with _single_threaded_blas():
         with ThreadPoolExecutor(max_workers=t, thread_name_prefix="bowsvm-coding") as pool:
             futures = [
                 pool.submit(work, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])
