@@ -249,3 +249,23 @@ def test_predict_cli_out_suffix(pipeline, tmp_path, capsys):
     rc = main(["predict", str(root / "inputs"), *_args(root), "--out", str(tmp_path / "x.txt")])
     assert rc == 2
     assert "must end in .csv or .json" in capsys.readouterr().err
+
+
+def test_batched_predictions_match_one_image_at_a_time(pipeline, tmp_path):
+    root, _ = pipeline
+    pred = Predictor.from_folders(features=root / "features", models=root / "models",
+                                  fusion=root / "fusion", codebooks=root / "codebooks")
+    files = list_image_files([root / "inputs"])[:7]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    files = files[:3] + [bad] + files[3:]  # a broken file inside the second batch
+    res = pred.predict_files(files, k=3, batch=3)
+    assert [r["file"] for r in res] == [str(f) for f in files]
+    assert res[3]["top"] == [] and "bad.png" not in res[3]["error"] and res[3]["error"]
+    for f, r in zip(files, res):
+        if f == bad:
+            continue
+        S = pred.scores_for_bytes(f.read_bytes())
+        order = np.argsort(-S, kind="stable")[:3]
+        assert [t["index"] for t in r["top"]] == list(order)
+        np.testing.assert_allclose([t["score"] for t in r["top"]], S[order], rtol=1e-5, atol=1e-5)

@@ -66,13 +66,14 @@ def run(args) -> int:
     files = list_image_files(args.inputs)
     pred = Predictor.from_folders(sets, features=args.features, models=args.models,
                                   fusion=args.fusion, codebooks=args.codebooks)
-    results = pred.predict_files(files, k=k)
-    for r in results:
+    results = []
+    for r in pred.iter_predictions(files, k=k):  # printed batch by batch, as they are done
+        results.append(r)
         if r["error"]:
             print(f"{r['file']}: ERROR {r['error']}", file=sys.stderr)
         else:
             tops = ", ".join(f"{t['class']} ({t['score']:.3f})" for t in r["top"])
-            print(f"{r['file']}: {tops}")
+            print(f"{r['file']}: {tops}", flush=True)
     if args.out:
         write_results(results, args.out)
         print(f"wrote {args.out}", file=sys.stderr)

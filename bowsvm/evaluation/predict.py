@@ -2,8 +2,9 @@
 
 For every feature set the image goes through exactly the training path:
 ``bowsvm.features.decode_image(bytes, preset["max_side"])`` (grey float32,
-downsized), then ``bowsvm.coding.encode_image(gray, preset, codebook)``
-(dense descriptors -> LCC/SV coding -> spatial pyramid pooling), then the
+downsized), then ``bowsvm.coding.encode_images`` over a batch of images, as in
+the extraction job (dense descriptors -> LCC/SV coding -> spatial pyramid
+pooling; ``encode_image`` for a single image's bytes), then the
 model's ``x @ coef.T + intercept``. With several feature sets the scores are
 fused with the fusion folder's val-learned standardisation and weights
 (:func:`bowsvm.evaluation.fusion.apply_fusion`); a single set uses its raw
@@ -193,40 +194,85 @@ class Predictor:
     def _set_scores(s: FeatureSetRuntime, x) -> np.ndarray:
         import scipy.sparse as sp
 
-        dim = s.model.dim
         if isinstance(x, tuple):
             ind, val = x
             X = sp.csr_matrix((np.asarray(val, np.float32), np.asarray(ind, np.int64),
-                               np.array([0, len(ind)])), shape=(1, dim))
+                               np.array([0, len(ind)])), shape=(1, int(s.preset["output"]["dim"])))
         else:
             X = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        return Predictor._set_matrix_scores(s, X)
+
+    @staticmethod
+    def _set_matrix_scores(s: FeatureSetRuntime, X) -> np.ndarray:
+        dim = s.model.dim
         if X.shape[1] != dim:
             raise ValueError(f"feature set {s.name!r} produced {X.shape[1]} features but its "
                              f"model expects {dim}; the preset does not match the model.")
         return decision_scores(X, s.model.coef, s.model.intercept)
 
-    def predict_files(self, files, k: int = 5) -> list[dict]:
+    def predict_files(self, files, k: int = 5, batch: int = 256) -> list[dict]:
         """Top-``k`` classes of each file; errors are reported per file.
 
         Returns
         -------
         list of dict
             ``{"file", "top": [{"rank", "class", "index", "score"}], "error": None}``
-            or ``{"file", "top": [], "error": "message"}``.
+            or ``{"file", "top": [], "error": "message"}``, in the order of ``files``.
         """
-        out = []
-        for f in files:
-            f = Path(f)
+        return list(self.iter_predictions(files, k, batch))
+
+    def iter_predictions(self, files, k: int = 5, batch: int = 256):
+        """Like :meth:`predict_files`, yielding each file's result as its batch is done.
+
+        Files are decoded one by one and coded ``batch`` at a time with
+        :func:`bowsvm.coding.encode_images`, the function the extraction job
+        runs (descriptors of many images share one nearest-basis GEMM).
+        """
+        files = [Path(f) for f in files]
+        for a in range(0, len(files), batch):
+            yield from self._predict_batch(files[a:a + batch], k)
+
+    def _predict_batch(self, files, k):
+        from bowsvm.coding import encode_images, stack_features
+        from bowsvm.features import decode_image
+
+        errors: dict[int, str] = {}
+        greys: dict = {}  # max_side -> {file index: grey image}
+        for i, f in enumerate(files):
             try:
-                S = self.scores_for_bytes(f.read_bytes())
+                data = f.read_bytes()
+                for s in self.sets:
+                    ms = s.preset.get("max_side")
+                    greys.setdefault(ms, {})
+                    if i not in greys[ms]:
+                        greys[ms][i] = decode_image(data, ms)
             except (OSError, ValueError, TypeError) as exc:
-                out.append({"file": str(f), "top": [], "error": f"{type(exc).__name__}: {exc}"})
+                errors[i] = f"{type(exc).__name__}: {exc}"
+        good = [i for i in range(len(files)) if i not in errors]
+        S = None
+        if good:
+            try:
+                per_set = []
+                for s in self.sets:
+                    g = greys[s.preset.get("max_side")]
+                    res = encode_images([g[i] for i in good], s.preset, s.codebook)
+                    X = stack_features(res, int(s.preset["output"]["dim"]),
+                                       s.preset["output"]["layout"])
+                    per_set.append(self._set_matrix_scores(s, X))
+                S = per_set[0] if self.fusion is None else apply_fusion(self.fusion, per_set)
+            except ValueError as exc:  # a set that does not fit its model: every file
+                errors.update({i: f"{type(exc).__name__}: {exc}" for i in good})
+                good = []
+        row = {i: r for r, i in enumerate(good)}
+        for i, f in enumerate(files):
+            if i in errors:
+                yield {"file": str(f), "top": [], "error": errors[i]}
                 continue
-            idx = top_k_indices(S[None, :], k)[0]
-            out.append({"file": str(f), "error": None, "top": [
-                {"rank": r + 1, "class": self.classes[c], "index": int(c), "score": float(S[c])}
-                for r, c in enumerate(idx)]})
-        return out
+            Si = S[row[i]]
+            idx = top_k_indices(Si[None, :], k)[0]
+            yield {"file": str(f), "error": None, "top": [
+                {"rank": r + 1, "class": self.classes[c], "index": int(c), "score": float(Si[c])}
+                for r, c in enumerate(idx)]}
 
 
 def _resolve_preset(fm: dict, name: str):
