@@ -4,7 +4,7 @@ For every feature set the image goes through exactly the training path:
 ``bowsvm.features.decode_image(bytes, preset["max_side"])`` (grey float32,
 downsized), then ``bowsvm.coding.encode_images`` over a batch of images, as in
 the extraction job (dense descriptors -> LCC/SV coding -> spatial pyramid
-pooling; ``encode_image`` for a single image's bytes), then the
+pooling), then the
 model's ``x @ coef.T + intercept``. With several feature sets the scores are
 fused with the fusion folder's val-learned standardisation and weights
 (:func:`bowsvm.evaluation.fusion.apply_fusion`); a single set uses its raw
@@ -175,40 +175,40 @@ class Predictor:
         ValueError, TypeError, OSError
             If the bytes cannot be decoded as an image.
         """
-        from bowsvm.coding import encode_image
+        return self._scores([self._decode(data)])[0]
+
+    def _decode(self, data: bytes) -> dict:
+        """One image's grey array per ``max_side`` the feature sets need."""
         from bowsvm.features import decode_image
 
         grey = {}
-        per_set = []
         for s in self.sets:
             ms = s.preset.get("max_side")
             if ms not in grey:
                 grey[ms] = decode_image(data, ms)
-            x = encode_image(grey[ms], s.preset, s.codebook)
-            per_set.append(self._set_scores(s, x))
-        if self.fusion is None:
-            return per_set[0][0]
-        return apply_fusion(self.fusion, per_set)[0]
+        return grey
 
-    @staticmethod
-    def _set_scores(s: FeatureSetRuntime, x) -> np.ndarray:
-        import scipy.sparse as sp
+    def _scores(self, greys: list[dict]) -> np.ndarray:
+        """Fused (or single-set) scores (n, C) of decoded images (see :meth:`_decode`).
 
-        if isinstance(x, tuple):
-            ind, val = x
-            X = sp.csr_matrix((np.asarray(val, np.float32), np.asarray(ind, np.int64),
-                               np.array([0, len(ind)])), shape=(1, int(s.preset["output"]["dim"])))
-        else:
-            X = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        return Predictor._set_matrix_scores(s, X)
+        Raises
+        ------
+        ValueError
+            If a feature set's preset does not produce its model's dimension.
+        """
+        from bowsvm.coding import encode_images, stack_features
 
-    @staticmethod
-    def _set_matrix_scores(s: FeatureSetRuntime, X) -> np.ndarray:
-        dim = s.model.dim
-        if X.shape[1] != dim:
-            raise ValueError(f"feature set {s.name!r} produced {X.shape[1]} features but its "
-                             f"model expects {dim}; the preset does not match the model.")
-        return decision_scores(X, s.model.coef, s.model.intercept)
+        per_set = []
+        for s in self.sets:
+            ms, out = s.preset.get("max_side"), s.preset["output"]
+            X = stack_features(encode_images([g[ms] for g in greys], s.preset, s.codebook),
+                               int(out["dim"]), out["layout"])
+            if X.shape[1] != s.model.dim:
+                raise ValueError(f"feature set {s.name!r} produced {X.shape[1]} features but "
+                                 f"its model expects {s.model.dim}; the preset does not match "
+                                 f"the model.")
+            per_set.append(decision_scores(X, s.model.coef, s.model.intercept))
+        return per_set[0] if self.fusion is None else apply_fusion(self.fusion, per_set)
 
     def predict_files(self, files, k: int = 5, batch: int = 256) -> list[dict]:
         """Top-``k`` classes of each file; errors are reported per file.
@@ -233,33 +233,18 @@ class Predictor:
             yield from self._predict_batch(files[a:a + batch], k)
 
     def _predict_batch(self, files, k):
-        from bowsvm.coding import encode_images, stack_features
-        from bowsvm.features import decode_image
-
         errors: dict[int, str] = {}
-        greys: dict = {}  # max_side -> {file index: grey image}
+        greys: dict[int, dict] = {}  # file index -> {max_side: grey image}
         for i, f in enumerate(files):
             try:
-                data = f.read_bytes()
-                for s in self.sets:
-                    ms = s.preset.get("max_side")
-                    greys.setdefault(ms, {})
-                    if i not in greys[ms]:
-                        greys[ms][i] = decode_image(data, ms)
+                greys[i] = self._decode(f.read_bytes())
             except (OSError, ValueError, TypeError) as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"
-        good = [i for i in range(len(files)) if i not in errors]
+        good = sorted(greys)
         S = None
         if good:
             try:
-                per_set = []
-                for s in self.sets:
-                    g = greys[s.preset.get("max_side")]
-                    res = encode_images([g[i] for i in good], s.preset, s.codebook)
-                    X = stack_features(res, int(s.preset["output"]["dim"]),
-                                       s.preset["output"]["layout"])
-                    per_set.append(self._set_matrix_scores(s, X))
-                S = per_set[0] if self.fusion is None else apply_fusion(self.fusion, per_set)
+                S = self._scores([greys[i] for i in good])
             except ValueError as exc:  # a set that does not fit its model: every file
                 errors.update({i: f"{type(exc).__name__}: {exc}" for i in good})
                 good = []
