@@ -11,7 +11,9 @@ Determinism: epoch ``e`` visits the shards in the order
 the same generator, so the sample sequence depends only on ``seed`` and the
 chunk size (itself fixed by the memory budget). P is folded at the end of
 every epoch; a run resumed from an epoch checkpoint therefore repeats the
-uninterrupted run exactly.
+uninterrupted run exactly on the same machine with the same ``n_jobs`` (the
+dense path's margins are BLAS GEMMs, whose rounding depends on the thread
+count and the CPU; the sparse path uses no BLAS).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ imported on first use so that Spark tasks do not load scikit-learn).
 Conventions
 -----------
 Nearest bases
-    Squared Euclidean distance through the GEMM identity, float32 unless an
-    input is float64 (``dtype="float64"`` forces float64); ties keep the lower
-    basis index.
+    Squared Euclidean distance: the GEMM identity (float32 unless an input is
+    float64; ``dtype="float64"`` forces float64) pre-selects candidates within
+    a rigorous rounding bound, whose distances are then recomputed in float64;
+    neighbours and distances do not depend on the BLAS, block or thread count.
+    Ties keep the lower basis index.
 LCC
     k nearest bases (paper: 20), ``C += beta * trace(C) * I`` with beta = 1e-4
     (Wang et al.'s LLC code), weights summing to 1; CSR (n, p) output.

@@ -27,39 +27,90 @@ _CHUNK = 64
 
 
 @njit(cache=True, nogil=True)
-def topk_rows(D, k, idx_out, val_out):  # pragma: no cover - numba
-    """The k smallest entries of each row of D, sorted ascending.
+def knn_exact_rows(D, Z, B, bnorm_max, nb2_max, unit, k, idx_out, val_out, cand):  # pragma: no cover
+    """The k nearest bases of each row of Z, exactly, from a GEMM's approximate distances.
+
+    The GEMM values ``D[i, j]`` (``||b_j||^2 - 2 z_i . b_j`` as some BLAS rounded
+    them) only pre-select: every basis whose GEMM value lies within a rigorous
+    rounding bound of the k-th smallest is a candidate, its squared distance is
+    recomputed as ``sum_t (z_t - b_t)^2`` in float64 in a fixed order, and the k
+    smallest recomputed distances win (ties: lower basis index first). The
+    result therefore depends only on Z and B: not on the BLAS, its block shape,
+    its thread count or the CPU.
 
     Parameters
     ----------
     D : (m, p) float32 or float64
-        Distances up to a per-row constant (here ``||b_j||^2 - 2 z_i . b_j``,
-        straight out of one augmented GEMM).
+        One GEMM block of ``[z, 1] . [-2 b, ||b||^2]``.
+    Z : (m, d) same dtype
+        The block's descriptors.
+    B : (p, d) same dtype
+        Bases.
+    bnorm_max, nb2_max : float
+        ``max_j ||b_j||`` and ``max_j`` of the stored ``||b_j||^2`` column.
+    unit : float
+        Unit roundoff of the GEMM's dtype (2^-24 for float32, 2^-53 for float64).
     k : int
-        How many to keep (``1 <= k <= p``).
     idx_out : (m, k) int64
     val_out : (m, k) same dtype as D
-        Receive the column indices and values, smallest first. Ties keep the
-        lower column index first.
+        Receive the indices and the recomputed squared distances, nearest first.
+    cand : (p,) int64
+        Scratch.
 
     Notes
     -----
-    A bounded insertion sort: after the first k entries, each further entry
-    costs one compare against the current k-th smallest, and only the few
-    smaller ones are inserted (about k log(p/k) per row for random order).
+    Bound: any summation order of the (d + 1)-term dot product errs by at most
+    ``gamma_{d+1} sum |terms|`` with ``gamma_n = n u / (1 - n u)``, and the
+    stored ``||b||^2`` by ``gamma_d ||b||^2`` (Higham, "Accuracy and Stability of
+    Numerical Algorithms", 3.1). With ``E = 4 (d + 2) u (2 ||z|| max||b|| +
+    2 max||b||^2)`` (twice those bounds, plus the float64 recomputation's own
+    error), every one of the true k nearest has a GEMM value at most the k-th
+    smallest GEMM value + E, so the candidate set always contains them.
     """
     m, p = D.shape
+    d = Z.shape[1]
+    kv = np.empty(k, dtype=np.float64)
+    ki = np.empty(k, dtype=np.int64)
     for i in range(m):
         row = D[i]
-        vals = val_out[i]
-        idx = idx_out[i]
+        # pass 1: the k smallest GEMM values (bounded insertion sort)
         for j in range(k):
-            _insert_sorted(vals, idx, j, row[j], j)
-        worst = vals[k - 1]
+            _insert_sorted(kv, ki, j, np.float64(row[j]), j)
+        worst = kv[k - 1]
         for j in range(k, p):
-            if row[j] < worst:
-                _insert_sorted(vals, idx, k - 1, row[j], j)
-                worst = vals[k - 1]
+            v = np.float64(row[j])
+            if v < worst:
+                _insert_sorted(kv, ki, k - 1, v, j)
+                worst = kv[k - 1]
+        zn = 0.0
+        for t in range(d):
+            zt = np.float64(Z[i, t])
+            zn += zt * zt
+        zn = np.sqrt(zn)
+        err = 4.0 * (d + 2) * unit * (2.0 * zn * bnorm_max + 2.0 * nb2_max)
+        err += 1e-12 * (zn + bnorm_max) * (zn + bnorm_max)
+        thresh = worst + err
+        # pass 2 (the row is still in cache): every basis within the bound
+        c = 0
+        for j in range(p):
+            if np.float64(row[j]) <= thresh:
+                cand[c] = j
+                c += 1
+        # recompute the candidates' distances; keep the k smallest (index order
+        # of the scan makes ties keep the lower index)
+        for a in range(c):
+            j = cand[a]
+            s = 0.0
+            for t in range(d):
+                diff = np.float64(Z[i, t]) - np.float64(B[j, t])
+                s += diff * diff
+            if a < k:
+                _insert_sorted(kv, ki, a, s, j)
+            elif s < kv[k - 1]:
+                _insert_sorted(kv, ki, k - 1, s, j)
+        for a in range(k):
+            idx_out[i, a] = ki[a]
+            val_out[i, a] = kv[a]
 
 
 @njit(cache=True, inline="always")

@@ -19,7 +19,8 @@ DESCRIPTION = (
     "FEATURES/NAME, streaming the Parquet shards chunk by chunk within --memory-budget "
     "(read ahead on a background thread). Validates on the val split after every epoch "
     "(top-1, top-5, objective -> log.jsonl), checkpoints after every epoch (--resume "
-    "continues a killed run exactly), and writes MODELS/NAME atomically."
+    "continues a killed run exactly, given the same --n-jobs), and writes MODELS/NAME "
+    "atomically."
 )
 ORDER = 50
 
