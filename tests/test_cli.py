@@ -51,3 +51,11 @@ def test_unknown_preset_fails_before_spark(tmp_path):
                            "--images", str(tmp_path), "--codebooks", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_python_dash_m_bowsvm_is_the_console_script():
+    proc = subprocess.run([sys.executable, "-m", "bowsvm", "--help"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: bowsvm")
+    for c in COMMANDS:
+        assert f"    {c} " in proc.stdout
