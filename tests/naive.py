@@ -242,3 +242,40 @@ def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr
                 bbar[c] = (1.0 - alpha) * bbar[c] + alpha * b[c]
     return wbar, bbar, w, b, t
 # ---- end asgd ----
+
+
+def naive_lloyd_pass(X, centers):
+    """One Lloyd pass: nearest centre of each row (float64, lower index on ties), new means
+    (empty clusters keep their centre), and the inertia before the update."""
+    X = np.asarray(X, dtype=np.float64)
+    C = np.asarray(centers, dtype=np.float64)
+    lab = np.empty(X.shape[0], dtype=np.int64)
+    inertia = 0.0
+    for i in range(X.shape[0]):
+        best, bd = 0, np.inf
+        for j in range(C.shape[0]):
+            diff = X[i] - C[j]
+            dj = diff @ diff
+            if dj < bd:
+                best, bd = j, dj
+        lab[i] = best
+        inertia += bd
+    new = C.copy()
+    for j in range(C.shape[0]):
+        if (lab == j).any():
+            new[j] = X[lab == j].mean(axis=0)
+    return lab, new, inertia
+
+
+def naive_kmeanspp(S, first, u):
+    """k-means++ D^2 sampling with given draws: row j is taken with probability d2_j / sum."""
+    S = np.asarray(S, dtype=np.float64)
+    chosen = [first]
+    d2 = ((S - S[first]) ** 2).sum(axis=1)
+    for c in range(1, len(u)):
+        cum = np.cumsum(d2)
+        j = int(np.searchsorted(cum, u[c] * cum[-1], side="right")) if cum[-1] > 0 else \
+            min(len(S) - 1, int(u[c] * len(S)))
+        chosen.append(j)
+        d2 = np.minimum(d2, ((S - S[j]) ** 2).sum(axis=1))
+    return np.array(chosen)

@@ -350,3 +350,77 @@ def block_ids(centers, h, w, rows, cols, ids, counts):  # pragma: no cover - num
             ids[i, lev] = b
             counts[b] += 1
             off += nr * nc
+
+
+@njit(cache=True, nogil=True)
+def accumulate_rows(X, labels, sums, counts):  # pragma: no cover - numba
+    """K-means update sums: ``sums[labels[i]] += X[i]`` (float64), ``counts[labels[i]] += 1``.
+
+    Parameters
+    ----------
+    X : (n, d) float32 or float64
+    labels : (n,) int64 in [0, k)
+    sums : (k, d) float64, updated in place
+    counts : (k,) int64, updated in place
+    """
+    n, d = X.shape
+    for i in range(n):
+        c = labels[i]
+        counts[c] += 1
+        for t in range(d):
+            sums[c, t] += np.float64(X[i, t])
+
+
+@njit(cache=True, nogil=True)
+def kmeanspp_indices(S, first, u, out):  # pragma: no cover - numba
+    """k-means++ seeding (D^2 sampling) of ``out.shape[0]`` rows of S.
+
+    Parameters
+    ----------
+    S : (n, d) float32 or float64
+    first : int
+        Index of the first centre (drawn by the caller).
+    u : (k,) float64 in [0, 1)
+        One uniform draw per further centre (``u[0]`` is unused).
+    out : (k,) int64
+        Receives the chosen row indices.
+
+    Notes
+    -----
+    Squared distances to the nearest chosen centre are kept in float64 and
+    updated by direct differences (no BLAS), so the draw depends only on S and u.
+    When every row coincides with a chosen centre, the row ``floor(u n)`` is taken.
+    """
+    n, d = S.shape
+    k = out.shape[0]
+    d2 = np.empty(n, dtype=np.float64)
+    out[0] = first
+    for i in range(n):
+        s = 0.0
+        for t in range(d):
+            diff = np.float64(S[i, t]) - np.float64(S[first, t])
+            s += diff * diff
+        d2[i] = s
+    for c in range(1, k):
+        tot = 0.0
+        for i in range(n):
+            tot += d2[i]
+        if tot > 0.0:
+            target = u[c] * tot
+            acc = 0.0
+            j = n - 1
+            for i in range(n):
+                acc += d2[i]
+                if acc > target:
+                    j = i
+                    break
+        else:
+            j = min(n - 1, np.int64(u[c] * n))
+        out[c] = j
+        for i in range(n):
+            s = 0.0
+            for t in range(d):
+                diff = np.float64(S[i, t]) - np.float64(S[j, t])
+                s += diff * diff
+            if s < d2[i]:
+                d2[i] = s
