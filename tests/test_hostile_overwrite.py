@@ -250,6 +250,61 @@ def test_failed_overwrite_leaves_old_output_byte_identical(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["val"]  # no temporaries left
 
 
+# ------------------------------------------------------------ file outputs: report, predict --out
+
+def test_report_and_predict_never_write_over_or_into_an_input(tmp_path, capsys):
+    scores = score_sets(tmp_path / "scores")
+    fusion = tmp_path / "fusion"
+    assert cli.main(["fuse", "--scores", str(scores), "--feature-sets", "A", "--out", str(fusion)]) == 0
+    before = snapshot(tmp_path)
+    report = ["report", "--scores", str(scores), "--fusion", str(fusion),
+              "--models", str(tmp_path / "models"), "--features", str(tmp_path / "features")]
+    rc = cli.main([*report[:1], str(fusion / "r.html"), *report[1:]])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"report output {str(fusion / 'r.html')!r} lies inside the input" in err, err
+    (tmp_path / "r.json").mkdir()  # the JSON twin's path is a folder
+    rc = cli.main([*report[:1], str(tmp_path / "r.html"), *report[1:]])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'" + str(tmp_path / "r.json") + "' exists and is not a regular file" in err, err
+    images = tmp_path / "imgs"
+    tiny_tree(images, n=1)
+    before = snapshot(tmp_path)
+    rc = cli.main(["predict", str(images), "--out", str(images / "res.csv"), "--models",
+                   str(tmp_path / "models"), "--fusion", str(fusion)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--out {str(images / 'res.csv')!r} lies inside the input" in err, err
+    rc = cli.main(["predict", str(images / "cat" / "0.png"), "--out", str(fusion / "p.json"),
+                   "--fusion", str(fusion)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lies inside the input" in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_check_functions_raise_with_the_path(tmp_path):
+    from bowsvm.io.atomic import check_file_target, check_inputs, check_target
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ValueError, match=r"--x '.*/in/sub' lies inside the input '.*/in'"):
+        check_inputs(tmp_path / "in" / "sub", [None, tmp_path / "in"], "--x")
+    with pytest.raises(ValueError, match=r"output '.*' contains the input"):
+        check_target(tmp_path, True, "s", [tmp_path / "in"])
+    with pytest.raises(FileExistsError, match=r"output '.*/in' exists and is not a regular file"):
+        check_file_target(tmp_path / "in")
+    assert check_file_target(tmp_path / "f.csv", [tmp_path / "in"]) == tmp_path / "f.csv"
+    (tmp_path / "in" / "x").write_text("x")
+    # not bowsvm's: refused outright, with or without --overwrite (no "pass --overwrite" hint)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=r"'.*/in' exists and is not a complete bowsvm"):
+            check_target(tmp_path / "in", overwrite, "s")
+    with atomic_output_dir(tmp_path / "o", stage="s") as tmp:
+        write_json_atomic(tmp / "manifest.json", {"stage": "s"})
+    with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+        check_target(tmp_path / "o", False, "s")
+    with pytest.raises(FileExistsError, match="holds the output of `bowsvm s`, not of `bowsvm t`"):
+        check_target(tmp_path / "o", False, "t")
+    assert check_target(tmp_path / "o", True, "s") == tmp_path / "o"
+
+
 # ------------------------------------------------------------ stale temporaries (item 7)
 
 def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path, capsys):

@@ -424,10 +424,13 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
     FileNotFoundError
         If a set lacks val scores.
     FileExistsError
-        If ``out`` exists and ``overwrite`` is False.
+        If ``out`` exists and ``overwrite`` is False, or it may not be replaced
+        (not a complete fuse output, the working directory, ...; see
+        :func:`bowsvm.io.atomic.check_target`).
     ValueError
-        If names repeat, ids, labels or class lists disagree between sets, or a
-        set's val and test scores come from different models.
+        If names repeat, ids, labels or class lists disagree between sets, a
+        set's val and test scores come from different models, or ``out`` is,
+        contains or lies inside a set's score folder.
     """
     feature_sets = [str(s) for s in feature_sets]
     if not feature_sets:

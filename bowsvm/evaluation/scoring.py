@@ -337,10 +337,12 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     FileNotFoundError
         If the feature set, the split or the model is missing.
     FileExistsError
-        If the output exists and ``overwrite`` is False.
+        If the output exists and ``overwrite`` is False, or it may not be
+        replaced (not a complete score output; see :func:`bowsvm.io.atomic.check_target`).
     ValueError
         If the model does not match the features (dim, classes, preset hash, and
-        codebook hash when both manifests record one).
+        codebook hash when both manifests record one), or the output is, contains
+        or lies inside the feature or model folder.
     """
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     fdir = Path(features_dir) / feature_set

@@ -199,24 +199,29 @@ def check_target(path, overwrite: bool, stage: str | None = None, inputs=(),
     if not p.is_dir():
         raise FileExistsError(f"{option} {str(path)!r} exists and is not a folder; "
                               f"{_FIX}.")
-    if not any(p.iterdir()):
+    try:
+        empty = not any(p.iterdir())
+    except OSError as exc:
+        raise FileExistsError(f"{option} {str(path)!r} exists and cannot be listed ({exc}); "
+                              f"{_FIX}.") from None
+    if empty:
         return p  # an empty folder: nothing to lose
-    if not overwrite:
-        raise FileExistsError(
-            f"output {str(p)!r} already exists; pass --overwrite to replace it "
-            f"or choose another output path."
-        )
     found = output_stage(p)
     if found is None:
         raise FileExistsError(
-            f"{option} {str(path)!r} exists and is not a complete bowsvm output (no "
-            f"{MANIFEST} with a stage and no {SUCCESS} marker), so --overwrite will not "
-            f"delete it; {_FIX}."
+            f"{option} {str(path)!r} exists and is not a complete bowsvm output (it lacks "
+            f"a {MANIFEST} naming its stage, or the {SUCCESS} marker), so --overwrite will "
+            f"not delete it; {_FIX}."
         )
     if stage is not None and found != stage:
         raise FileExistsError(
             f"{option} {str(path)!r} holds the output of `bowsvm {found}`, not of "
             f"`bowsvm {stage}`, so --overwrite will not replace it; {_FIX}."
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"output {str(p)!r} already exists; pass --overwrite to replace it "
+            f"or choose another output path."
         )
     return p
 
