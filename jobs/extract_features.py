@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     codebook = Codebook.load(cb_dir)
     check_codebook(preset, codebook)
     out = Path(args.features) / args.feature_set
-    prepare_target(out, args.overwrite)
+    inputs = [args.images, cb_dir]
+    prepare_target(out, args.overwrite, "extract", inputs, "--features/NAME")
 
     batch = rows_per_batch(preset)
     spark = build_session("bowsvm-extract", {
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
     cb_arrays = sc.broadcast((codebook.bases, codebook.pca_mean, codebook.pca_components))
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
 
-    with SparkProgress(spark, "extract"), atomic_output_dir(out, args.overwrite) as tmp:
+    with SparkProgress(spark, "extract"), atomic_output_dir(
+            out, args.overwrite, "extract", inputs, "--features/NAME") as tmp:
         df = spark.read.parquet(str(shards)).select("id", "label", "split", "image")
         n_images = images_manifest["n_images"]
         n_part = args.partitions or max(3 * sc.defaultParallelism, math.ceil(n_images / 2000))

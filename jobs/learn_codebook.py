@@ -75,10 +75,11 @@ def main(argv=None) -> int:
     shards = image_shard_dir(args.images)
     images_manifest = read_manifest(args.images, stage="prepare")
     out = Path(args.codebooks) / args.feature_set
-    prepare_target(out, args.overwrite)
+    prepare_target(out, args.overwrite, "codebook", [args.images], "--codebooks/NAME")
 
     spark = build_session("bowsvm-codebook")
-    with SparkProgress(spark, "codebook"), atomic_output_dir(out, args.overwrite) as tmp:
+    with SparkProgress(spark, "codebook"), atomic_output_dir(
+            out, args.overwrite, "codebook", [args.images], "--codebooks/NAME") as tmp:
         df = spark.read.parquet(str(shards)).filter(F.col("split") == "train")
         ids = [r.id for r in df.select("id").collect()]
         if not ids:

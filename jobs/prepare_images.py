@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     )
     from bowsvm.spark import SparkProgress, build_session
 
-    prepare_target(args.output, args.overwrite)  # refuse early, before any work
+    inputs = [args.input, args.fashion_mnist]
+    prepare_target(args.output, args.overwrite, "prepare", inputs, "--output")  # before any work
     t0 = time.time()
     records, pre_rejects, source_info = build_records(args)
     records, limit_rejects = apply_limit(records, args.limit_per_class, args.seed)
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
     per_slice = 1000 if source_info["kind"] == "idx" else 200
     n_slices = max(2 * sc.defaultParallelism, math.ceil(len(records) / per_slice), 1)
     opts = (args.max_side, args.max_pixels, args.format, args.quality)
-    with SparkProgress(spark, "prepare"), atomic_output_dir(args.output, args.overwrite) as tmp:
+    with SparkProgress(spark, "prepare"), atomic_output_dir(
+            args.output, args.overwrite, "prepare", inputs, "--output") as tmp:
         rdd = sc.parallelize(records, n_slices).mapPartitions(
             lambda it: normalize_partition(it, *opts))
         decoded = spark.createDataFrame(rdd, decoded_schema).persist(StorageLevel.DISK_ONLY)

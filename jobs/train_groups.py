@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     hyper, auto = hyper_from_args(args)
     fs = open_feature_set(args.features, args.feature_set)
-    prepare_target(Path(args.models) / fs.name, args.overwrite)
+    prepare_target(Path(args.models) / fs.name, args.overwrite, "train", [fs.folder], "--models/NAME")
     t0 = time.time()
     train = scan_split(fs, "train", require_all_classes=True)  # errors before any task
     val = scan_split(fs, "val") if (not args.no_validate and shard_files(fs.folder, "val")) else None

@@ -633,7 +633,7 @@ def write_model(models_root, fs: FeatureSet, coef, intercept, log_rows, info: di
         If the model exists and ``overwrite`` is False.
     """
     out = Path(models_root) / fs.name
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, "train", [fs.folder], "--models/NAME") as tmp:
         np.save(tmp / "coef.npy", np.ascontiguousarray(coef, dtype=np.float32))
         np.save(tmp / "intercept.npy", np.ascontiguousarray(intercept, dtype=np.float32))
         with open(tmp / "log.jsonl", "w") as f:

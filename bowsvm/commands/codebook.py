@@ -18,7 +18,8 @@ DESCRIPTION = (
 
 def _preflight(args) -> None:
     feature_set_preset(args.preset or args.feature_set)  # unknown preset: error before Spark
-    prepare_target(Path(args.codebooks) / args.feature_set, args.overwrite)
+    prepare_target(Path(args.codebooks) / args.feature_set, args.overwrite, "codebook",
+                   [args.images], "--codebooks/NAME")
 
 
 add_arguments, run = job_command("learn_codebook.py", add_codebook_arguments, _preflight)

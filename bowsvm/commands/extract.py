@@ -19,7 +19,8 @@ DESCRIPTION = (
 
 def _preflight(args) -> None:
     feature_set_preset(args.preset or args.feature_set)  # unknown preset: error before Spark
-    prepare_target(Path(args.features) / args.feature_set, args.overwrite)
+    prepare_target(Path(args.features) / args.feature_set, args.overwrite, "extract",
+                   [args.images, Path(args.codebooks) / args.feature_set], "--features/NAME")
 
 
 add_arguments, run = job_command("extract_features.py", add_extract_arguments, _preflight)

@@ -60,6 +60,11 @@ def run(args) -> int:
     k = check_int("--top", args.top, low=1)
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise ValueError(f"--out {args.out!r} must end in .csv or .json.")
+    if args.out:  # never over or into an input, before any work
+        from bowsvm.io.atomic import check_file_target
+
+        check_file_target(args.out, [*args.inputs, args.features, args.models, args.fusion,
+                                     args.codebooks], "--out")
     sets = None
     if args.feature_sets:
         sets = [s.strip() for s in args.feature_sets.split(",") if s.strip()]

@@ -17,7 +17,8 @@ DESCRIPTION = (
 
 def _preflight(args) -> None:
     check_job_arguments(args)
-    prepare_target(args.output, args.overwrite)  # refuse before starting Spark
+    prepare_target(args.output, args.overwrite, "prepare",  # refuse before starting Spark
+                   [args.input, args.fashion_mnist], "--output")
 
 
 add_arguments, run = job_command("prepare_images.py", add_job_arguments, _preflight)

@@ -91,7 +91,8 @@ def run(args) -> int:
 
     hyper, auto = hyper_from_args(args)
     fs = open_feature_set(args.features, args.feature_set)
-    out = prepare_target(f"{args.models}/{fs.name}", args.overwrite)  # refuse early
+    out = prepare_target(f"{args.models}/{fs.name}", args.overwrite, "train",  # refuse early
+                         [fs.folder], "--models/NAME")
     ckpt = _ckpt_dir(args.models, fs.name)
 
     def progress(row):

@@ -57,6 +57,7 @@ from bowsvm.evaluation.scoring import (
     scores_table,
 )
 from bowsvm.io import atomic_output_dir, content_hash, read_manifest, write_json_atomic
+from bowsvm.io.atomic import prepare_target
 
 __all__ = [
     "FusionModel",
@@ -423,10 +424,13 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
     FileNotFoundError
         If a set lacks val scores.
     FileExistsError
-        If ``out`` exists and ``overwrite`` is False.
+        If ``out`` exists and ``overwrite`` is False, or it may not be replaced
+        (not a complete fuse output, the working directory, ...; see
+        :func:`bowsvm.io.atomic.check_target`).
     ValueError
-        If names repeat, ids, labels or class lists disagree between sets, or a
-        set's val and test scores come from different models.
+        If names repeat, ids, labels or class lists disagree between sets, a
+        set's val and test scores come from different models, or ``out`` is,
+        contains or lies inside a set's score folder.
     """
     feature_sets = [str(s) for s in feature_sets]
     if not feature_sets:
@@ -436,6 +440,8 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
     if list(splits)[0] != "val":
         raise ValueError(f"splits must start with 'val' (weights are learned on val), got {splits}.")
     scores_dir = Path(scores_dir)
+    inputs = [scores_dir / s for s in feature_sets]
+    prepare_target(out, overwrite, "fuse", inputs, "--out")  # refuse before reading scores
     data = {}
     for split in splits:
         folders = {s: scores_dir / s / split for s in feature_sets}
@@ -486,7 +492,7 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
         "inputs": {s: {sp: content_hash(data[sp][s].manifest) for sp in data}
                    for s in feature_sets},
     }
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, "fuse", inputs, "--out") as tmp:
         for split, (ids, y, F) in fused.items():
             pq.write_table(scores_table(ids, y, F), tmp / f"{split}.parquet", **PARQUET_OPTIONS)
         write_json_atomic(tmp / "weights.json", model.to_json())

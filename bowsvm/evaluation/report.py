@@ -51,6 +51,7 @@ from bowsvm.evaluation.metrics import (
 )
 from bowsvm.evaluation.scoring import read_scores
 from bowsvm.io import is_complete, read_manifest, write_json_atomic
+from bowsvm.io.atomic import check_file_target
 
 __all__ = ["build_report", "collect_report_data", "fmt_pct", "image_shard_files", "render_html",
            "report_figures"]
@@ -723,14 +724,20 @@ def build_report(out_html, models=None, scores=None, fusion=None, features=None,
     ------
     FileNotFoundError
         If there is nothing to report.
+    FileExistsError
+        If ``out_html`` or its JSON twin exists and is not a regular file.
     ValueError
-        If ``out_html`` ends in ``.json``.
+        If ``out_html`` ends in ``.json``, or it or its JSON twin is, contains or
+        lies inside one of the input folders.
     """
     out_html = Path(out_html)
     if out_html.suffix.lower() == ".json":
         raise ValueError(f"report output {str(out_html)!r} ends in .json; pass an .html path "
                          f"(the JSON is written beside it).")
     out_json = out_html.with_suffix(".json")
+    inputs = [models, scores, fusion, features, images, baseline_models]
+    for p in (out_html, out_json):  # refuse before reading anything
+        check_file_target(p, inputs, "report output")
     data, _ = collect_report_data(models, scores, fusion, features, images, baseline_models)
     figures = report_figures(data)
     page = render_html(data, figures)

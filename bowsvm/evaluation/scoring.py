@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from bowsvm._validation import check_array, check_int
 from bowsvm.io import atomic_output_dir, content_hash, read_manifest
+from bowsvm.io.atomic import prepare_target
 from bowsvm.io.features import iter_shard_batches, shard_files
 
 __all__ = [
@@ -336,15 +337,18 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     FileNotFoundError
         If the feature set, the split or the model is missing.
     FileExistsError
-        If the output exists and ``overwrite`` is False.
+        If the output exists and ``overwrite`` is False, or it may not be
+        replaced (not a complete score output; see :func:`bowsvm.io.atomic.check_target`).
     ValueError
         If the model does not match the features (dim, classes, preset hash, and
-        codebook hash when both manifests record one).
+        codebook hash when both manifests record one), or the output is, contains
+        or lies inside the feature or model folder.
     """
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     fdir = Path(features_dir) / feature_set
     mdir = Path(models_dir) / feature_set
     out = Path(scores_dir) / feature_set / split
+    prepare_target(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT")  # refuse early
     feat_m = read_manifest(fdir, stage="extract")
     model = load_model(mdir)
     _check_compatible(feat_m, model, fdir, mdir)
@@ -361,7 +365,7 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     C, dim = model.n_classes, model.dim
     n = 0
     coef_t = None
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT") as tmp:
         writer = pq.ParquetWriter(tmp / SCORES_FILE, scores_schema(C), **PARQUET_OPTIONS)
         try:
             for ids, labels, X in read_ahead(_batches(files, dim, batch_rows), depth=2):
