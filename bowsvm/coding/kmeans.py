@@ -30,6 +30,11 @@ __all__ = ["KMeansResult", "kmeans"]
 #: rows per assignment batch when the input is an array
 _BATCH_ROWS = 65536
 
+#: the coarse passes on the sample stop below this relative inertia change per
+#: pass (a full pass costs n / coarse_size of them; tuned on 200,000 real
+#: descriptors, docs/BENCHMARKS.md "Codebook K-means")
+COARSE_TOL = 5e-3
+
 
 @dataclass
 class KMeansResult:
@@ -135,7 +140,7 @@ def kmeans(X, n_clusters, *, init="k-means++", random_state=0, max_iter=30, tol=
         Rows sampled for k-means++ seeding (default ``max(3 k, 10000)``, at most n).
     coarse_size : int, optional
         Before the passes over all rows, Lloyd passes (to a relative change of
-        1e-3, at most 20) run on a uniform sample of this many rows (default
+        :data:`COARSE_TOL`, at most 20) run on a uniform sample of this many rows (default
         ``max(40 k, init_size)``, at most n); 0 skips them. The k-means++
         sample is a subset of it, drawn with the same keys.
     n_threads : int, optional
@@ -200,7 +205,7 @@ def kmeans(X, n_clusters, *, init="k-means++", random_state=0, max_iter=30, tol=
     state = {"it": 0, "t0": t0}
     if coarse is not None:
         # coarse passes on the uniform sample (in memory), then the full passes
-        centers, _, _ = _passes(lambda: iter([coarse]), centers, "sample", 20, max(tol, 1e-3),
+        centers, _, _ = _passes(lambda: iter([coarse]), centers, "sample", 20, max(tol, COARSE_TOL),
                                 None, None, n_threads, verbose, history, state)
         del coarse
     centers, inertia, converged = _passes(batches, centers, "all rows", max_iter, tol,
