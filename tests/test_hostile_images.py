@@ -30,9 +30,11 @@ from bowsvm.io.images import (
 )
 from bowsvm.prepare import check_job_arguments
 from bowsvm.spark import caller_stderr, spark_env, spark_submit_path
-from test_predict import _args, pipeline  # noqa: F401  (the trained fixture)
+import test_predict
+from test_predict import _args
 
 ROOT = Path(__file__).resolve().parent.parent
+pipeline = test_predict.pipeline  # the trained Fashion-MNIST fixture of test_predict.py
 
 
 def _jpeg(size=(40, 30)):
@@ -112,6 +114,15 @@ def test_bomb_reasons_name_max_pixels_and_the_size():
     # the default limit (100 M pixels) refuses 200 M pixels without PIL's DecompressionBombError
     with pytest.raises(ValueError, match="exceeds --max-pixels 100000000"):
         decode_image(bomb_png(20000, 10000))
+    # a 10x10 GIF whose first frame claims 3000x1000: PIL grows the image to the frame
+    b = io.BytesIO()
+    Image.new("P", (10, 10)).save(b, format="GIF")
+    gif = bytearray(b.getvalue())
+    at = gif.index(b"\x2c", 13)  # the image descriptor
+    gif[at + 5:at + 9] = struct.pack("<HH", 3000, 1000)
+    res = normalize_image(bytes(gif), max_pixels=1_000_000)
+    assert res.reason.startswith("decompression bomb: 3000x1000 = 3000000 pixels exceeds "
+                                 "--max-pixels 1000000"), res.reason
     assert normalize_image(_jpeg(), max_pixels=1200).data is not None  # 40x30 = 1200: allowed
     with pytest.raises(ValueError, match="max_pixels=0 is too small"):
         decode_image(_jpeg(), max_pixels=0)
@@ -228,7 +239,7 @@ def test_prepare_rejects_hostile_files_without_hanging(tmp_path):
 # ---------------------------------------------------------------- predict
 
 @pytest.mark.timeout(300)
-def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_path, capsys):  # noqa: F811
+def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_path, capsys):
     from bowsvm.cli import main
 
     root, data = pipeline

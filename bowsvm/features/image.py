@@ -7,8 +7,6 @@ float32 in [0, 1].
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from bowsvm._validation import check_array, check_int
