@@ -11,10 +11,14 @@ import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from bowsvm.io.images import encode_gray_png, normalize_image
+from bowsvm.io.images import (
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, LAYOUTS, UnusableFile, encode_gray_png,
+    normalize_image, read_image_file,
+)
 
 # Reject reasons decided before decoding (by the driver).
 REASON_NO_CLASS = "not inside a class folder"
+REASON_NO_SPLIT = "not inside a split folder (train/, val/, test/) of a --layout split tree"
 REASON_LIMIT = "skipped: over --limit-per-class {limit}"
 REASON_DROPPED = "class dropped: {n} usable image(s) in train, fewer than --min-per-class {m}"
 
@@ -91,8 +95,13 @@ def plan_holdout(train_ids_by_class: dict[str, list[str]], val_per_class: int, s
     return out
 
 
-def normalize_partition(records, max_side: int, max_pixels: int, fmt: str, quality: int):
+def normalize_partition(records, max_side: int, max_pixels: int, fmt: str, quality: int,
+                        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """Decode and re-encode a partition of :class:`Record` (the Spark map step).
+
+    Only regular files of at most ``max_file_bytes`` are read
+    (:func:`bowsvm.io.images.read_image_file`: a FIFO, device, socket or a
+    symlink to one is never opened for reading, so nothing can block).
 
     Yields plain tuples ``(id, source, class_name, split, ok, reason, orig_width,
     orig_height, width, height, image)``; failures carry ``ok=False`` and a
@@ -108,11 +117,9 @@ def normalize_partition(records, max_side: int, max_pixels: int, fmt: str, quali
                    encode_gray_png(arr))
             continue
         try:
-            with open(r.source, "rb") as f:
-                raw = f.read()
-        except OSError as exc:
-            yield (r.id, r.source, r.class_name, r.split, False,
-                   f"unreadable file: {exc.strerror or exc}", 0, 0, 0, 0, None)
+            raw = read_image_file(r.source, max_file_bytes)
+        except UnusableFile as exc:
+            yield (r.id, r.source, r.class_name, r.split, False, str(exc), 0, 0, 0, 0, None)
             continue
         res = normalize_image(raw, max_side=max_side, max_pixels=max_pixels, fmt=fmt, quality=quality)
         yield (r.id, r.source, r.class_name, r.split, res.data is not None, res.reason,
@@ -149,8 +156,14 @@ def add_job_arguments(parser) -> None:
     parser.add_argument("--output", required=True, help="output folder for the image shards")
     parser.add_argument("--max-side", type=int, default=500,
                         help="downsize so the longer side is at most this many pixels")
-    parser.add_argument("--max-pixels", type=int, default=100_000_000,
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                        help="tree layout: 'split' (train/ val/ test/ at the top), 'flat' (class "
+                        "folders at the top) or 'auto' (split if every top-level folder is a split "
+                        "name, flat if none is; a mix is refused)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="reject images with more pixels than this (decompression bombs)")
+    parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES,
+                        help="reject files larger than this many bytes without reading them")
     parser.add_argument("--val-per-class", type=int, default=0,
                         help="hold out this many train images per class as the val split (seeded)")
     parser.add_argument("--min-per-class", type=int, default=1,
@@ -168,17 +181,25 @@ def add_job_arguments(parser) -> None:
 
 
 def check_job_arguments(args) -> None:
-    """Validate the ingest options before any work starts.
+    """Validate the ingest options and inputs before any work starts (and before Spark).
+
+    Checks ranges, that ``--input`` is a folder whose layout is not ambiguous
+    (:func:`bowsvm.io.images.detect_layout`, top level only) and that
+    ``--fashion-mnist`` holds the train and t10k IDX files.
 
     Raises
     ------
     ValueError
-        Naming the option, the value and the valid range.
+        Naming the option, the value and the valid range; or an ambiguous tree.
+    FileNotFoundError
+        If ``--input`` is not a folder or ``--fashion-mnist`` lacks an IDX file.
     """
     from bowsvm._validation import check_int
+    from bowsvm.io.images import detect_layout, find_idx_pair
 
     check_int("--max-side", args.max_side, low=8)
     check_int("--max-pixels", args.max_pixels, low=64)
+    check_int("--max-file-bytes", args.max_file_bytes, low=1)
     check_int("--val-per-class", args.val_per_class, low=0)
     check_int("--min-per-class", args.min_per_class, low=1)
     if args.limit_per_class is not None:
@@ -186,3 +207,14 @@ def check_job_arguments(args) -> None:
     check_int("--quality", args.quality, low=1, high=100)
     if not args.shard_mb > 0:
         raise ValueError(f"--shard-mb={args.shard_mb} must be > 0.")
+    if args.input is not None:
+        detect_layout(args.input, args.layout)
+    else:
+        from pathlib import Path
+
+        if not Path(args.fashion_mnist).is_dir():
+            raise FileNotFoundError(
+                f"--fashion-mnist {args.fashion_mnist!r} is not a folder; pass the folder of the "
+                f"Fashion-MNIST IDX files (Debian: /usr/share/datasets/fashion-mnist).")
+        for prefix in ("train", "t10k"):
+            find_idx_pair(args.fashion_mnist, prefix)

@@ -9,6 +9,7 @@ the same job runs on a cluster.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -143,13 +144,81 @@ def job_command(job: str, add_job_arguments, preflight):
     return add_arguments, run
 
 
-def run_job(main, prog: str) -> None:
-    """Entry point of a script in jobs/: exit 2 with a one-line message on bad input."""
+def _appends(fdinfo: str) -> bool:
+    """Whether the descriptor described by a /proc fdinfo file has O_APPEND set."""
     try:
-        code = main()
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        with open(fdinfo) as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    return bool(int(line.split()[1], 8) & os.O_APPEND)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def caller_stderr(final: bool = False):
+    """A text stream to the stderr of whoever ran ``spark-submit``, else ``sys.stderr``.
+
+    spark-submit runs a Python driver as a child of its JVM with the child's
+    stderr merged into the JVM's *stdout* (Spark's PythonRunner), so a job's
+    error message would land on stdout. When this process is such a child
+    (``PYSPARK_GATEWAY_PORT`` is set, our fd 1 and fd 2 are one pipe) and the
+    JVM's own stdout and stderr differ, the JVM's stderr is reopened through
+    ``/proc/<ppid>/fd/2`` (append mode). Anything else (plain ``python``,
+    no /proc, a permission error) gives ``sys.stderr``.
+
+    Parameters
+    ----------
+    final : bool
+        For the last message of a job (the JVM writes nothing after it): also
+        use a caller's stderr redirected to a regular file without O_APPEND
+        (``2>file``). Without ``final`` such a file is not shared, since the
+        JVM's writes (at its own offset) would overwrite ours.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ or not os.path.isdir("/proc/self/fd"):
+        return sys.stderr
+    try:
+        same = lambda a, b: (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)  # noqa: E731
+        if not same(os.fstat(1), os.fstat(2)):
+            return sys.stderr  # not merged: our stderr already is a stderr
+        ppid = os.getppid()
+        parent_out = os.stat(f"/proc/{ppid}/fd/1")
+        parent_err = os.stat(f"/proc/{ppid}/fd/2")
+        if same(parent_out, parent_err):
+            return sys.stderr  # the caller sees both in one place anyway
+        if (not final and stat.S_ISREG(parent_err.st_mode)
+                and not _appends(f"/proc/{ppid}/fdinfo/2")):
+            return sys.stderr  # `2>file`: our writes and the JVM's would overwrite each other
+        fd = os.open(f"/proc/{ppid}/fd/2", os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return sys.stderr
+    return open(fd, "w", buffering=1, encoding="utf-8", errors="replace")
+
+
+def run_job(main, prog: str) -> None:
+    """Entry point of a script in jobs/: exit 2 with a one-line message on bad input.
+
+    ``main()`` parses and checks its arguments before it builds the Spark
+    session. Its stderr (argparse usage errors, progress lines) and the final
+    error message go to the caller's stderr (:func:`caller_stderr`), not to
+    spark-submit's stdout.
+    """
+    import contextlib
+
+    stream, err = caller_stderr(), caller_stderr(final=True)
+    try:
+        with contextlib.redirect_stderr(stream):
+            code = main()
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"{prog}: error: {exc}", file=err, flush=True)
         code = 2
+    except Exception:  # a bug or a Spark failure: the traceback, on stderr too
+        import traceback
+
+        traceback.print_exc(file=err)
+        code = 1
+    stream.flush()
+    err.flush()
     sys.exit(code)
 
 

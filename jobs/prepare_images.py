@@ -30,7 +30,7 @@ def parse_args(argv):
 def build_records(args):
     """Driver side: list inputs as Records, plus the rejects decided before decoding."""
     from bowsvm.io.images import FASHION_MNIST_CLASSES, find_idx_pair, load_idx_dataset, scan_tree
-    from bowsvm.prepare import REASON_NO_CLASS, Record
+    from bowsvm.prepare import REASON_NO_CLASS, REASON_NO_SPLIT, Record
 
     if args.fashion_mnist:
         data = load_idx_dataset(args.fashion_mnist)
@@ -44,13 +44,19 @@ def build_records(args):
                     pixels=images[i].tobytes(), shape=images[i].shape))
         return records, [], {"kind": "idx", "n_input": len(records),
                              "class_order": list(FASHION_MNIST_CLASSES)}
-    files, has_split = scan_tree(args.input)
+    files, has_split = scan_tree(args.input, args.layout)
     records, pre = [], []
     for f in files:
         r = Record(id=f.rel, source=f.path, class_name=f.class_name, split=f.split)
-        (records if f.class_name is not None else pre).append(r)
-    return records, [(r, REASON_NO_CLASS) for r in pre], {
-        "kind": "tree", "n_input": len(files), "has_split_level": has_split}
+        if f.split is None:
+            pre.append((r, REASON_NO_SPLIT))
+        elif f.class_name is None:
+            pre.append((r, REASON_NO_CLASS))
+        else:
+            records.append(r)
+    return records, pre, {
+        "kind": "tree", "n_input": len(files), "has_split_level": has_split,
+        "layout": "split" if has_split else "flat"}
 
 
 def main(argv=None) -> int:
@@ -94,7 +100,7 @@ def main(argv=None) -> int:
     ])
     per_slice = 1000 if source_info["kind"] == "idx" else 200
     n_slices = max(2 * sc.defaultParallelism, math.ceil(len(records) / per_slice), 1)
-    opts = (args.max_side, args.max_pixels, args.format, args.quality)
+    opts = (args.max_side, args.max_pixels, args.format, args.quality, args.max_file_bytes)
     with SparkProgress(spark, "prepare"), atomic_output_dir(
             args.output, args.overwrite, "prepare", inputs, "--output") as tmp:
         rdd = sc.parallelize(records, n_slices).mapPartitions(

@@ -131,4 +131,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bowsvm.spark import run_job
+
+    run_job(main, "train_groups.py")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bowsvm.io.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+
 NAME = "predict"
 ORDER = 90
 HELP = "classify image files or folders (top-5 classes with scores)"
@@ -9,7 +11,9 @@ DESCRIPTION = (
     "Decode each image, extract every feature set exactly as in training (preset max_side, "
     "dense descriptors, coding, pyramid pooling), score with each model, fuse with the "
     "fusion folder's weights, and print (or write as .csv/.json with --out) the top-k "
-    "classes. Unreadable files are reported per file; exit status 1 if any failed."
+    "classes. Unreadable, non-regular, over-size or undecodable files and decompression "
+    "bombs are reported per file (the others are still classified); exit status 1 if any "
+    "failed."
 )
 
 
@@ -23,6 +27,10 @@ def add_arguments(p):
     p.add_argument("--codebooks", default="codebooks", help="root of the codebook folders")
     p.add_argument("--top", type=int, default=5, help="classes to report per image")
     p.add_argument("--out", default=None, help="write results to FILE.csv or FILE.json")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images with more pixels than this (decompression bombs)")
+    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES,
+                   help="refuse files larger than this many bytes without reading them")
 
 
 def write_results(results, out) -> None:
@@ -58,6 +66,8 @@ def run(args) -> int:
     from bowsvm.evaluation.predict import Predictor, list_image_files
 
     k = check_int("--top", args.top, low=1)
+    max_pixels = check_int("--max-pixels", args.max_pixels, low=64)
+    max_file_bytes = check_int("--max-file-bytes", args.max_file_bytes, low=1)
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise ValueError(f"--out {args.out!r} must end in .csv or .json.")
     if args.out:  # never over or into an input, before any work
@@ -71,6 +81,7 @@ def run(args) -> int:
     files = list_image_files(args.inputs)
     pred = Predictor.from_folders(sets, features=args.features, models=args.models,
                                   fusion=args.fusion, codebooks=args.codebooks)
+    pred.max_pixels, pred.max_file_bytes = max_pixels, max_file_bytes
     results = []
     for r in pred.iter_predictions(files, k=k):  # printed batch by batch, as they are done
         results.append(r)

@@ -22,7 +22,12 @@ Where each piece comes from:
   the feature manifest's ``codebook_hash``;
 * fusion: ``fusion/weights.json`` (when more than one set, required).
 
-An unreadable or undecodable file gives a per-file error entry; the others go on.
+Each file is read like the prepare stage reads a tree: only regular files
+(symlinks followed) of at most ``max_file_bytes``, never blocking on a FIFO or
+device (:func:`bowsvm.io.images.read_image_file`), and images of more than
+``max_pixels`` pixels are refused before decoding. An unreadable, non-regular,
+over-size, undecodable or too large file gives a per-file error entry; the
+others go on.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from bowsvm.evaluation.fusion import FusionModel, apply_fusion
 from bowsvm.evaluation.metrics import top_k_indices
 from bowsvm.evaluation.scoring import LinearModel, decision_scores, load_model
 from bowsvm.io import is_complete, read_manifest
+from bowsvm.io.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, read_image_file
 
 __all__ = ["FeatureSetRuntime", "Predictor", "IMAGE_SUFFIXES", "list_image_files"]
 
@@ -47,7 +53,9 @@ def list_image_files(paths) -> list[Path]:
     """Expand files and folders (recursively, by image suffix) into a sorted file list.
 
     Explicit files are kept whatever their suffix (an unreadable one is
-    reported at prediction time).
+    reported at prediction time). In folders every entry with an image suffix
+    that is not a folder is listed, FIFOs, devices and broken symlinks
+    included, so that each gets its own error line rather than vanishing.
 
     Raises
     ------
@@ -59,8 +67,8 @@ def list_image_files(paths) -> list[Path]:
         p = Path(p)
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.exists():
+                              if not f.is_dir() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.exists() or p.is_symlink():
             out.append(p)
         else:
             raise FileNotFoundError(f"input {str(p)!r} does not exist; pass image files or folders.")
@@ -91,11 +99,17 @@ class Predictor:
     fusion : FusionModel or None
         None only with a single feature set (its raw scores are used).
     classes : list of str
+    max_pixels : int
+        Images with more pixels are refused before decoding (``--max-pixels``).
+    max_file_bytes : int
+        Larger files are refused without being read (``--max-file-bytes``).
     """
 
     sets: list
     fusion: FusionModel | None
     classes: list = field(default_factory=list)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -172,8 +186,9 @@ class Predictor:
 
         Raises
         ------
-        ValueError, TypeError, OSError
-            If the bytes cannot be decoded as an image.
+        ValueError, TypeError
+            If the bytes cannot be decoded as an image or it has more than
+            ``max_pixels`` pixels.
         """
         return self._scores([self._decode(data)])[0]
 
@@ -185,7 +200,7 @@ class Predictor:
         for s in self.sets:
             ms = s.preset.get("max_side")
             if ms not in grey:
-                grey[ms] = decode_image(data, ms)
+                grey[ms] = decode_image(data, ms, self.max_pixels)
         return grey
 
     def _scores(self, greys: list[dict]) -> np.ndarray:
@@ -235,10 +250,14 @@ class Predictor:
     def _predict_batch(self, files, k):
         errors: dict[int, str] = {}
         greys: dict[int, dict] = {}  # file index -> {max_side: grey image}
+        from bowsvm.io.images import ImageTooLarge, UnusableFile
+
         for i, f in enumerate(files):
             try:
-                greys[i] = self._decode(f.read_bytes())
-            except (OSError, ValueError, TypeError) as exc:
+                greys[i] = self._decode(read_image_file(f, self.max_file_bytes))
+            except (UnusableFile, ImageTooLarge) as exc:  # the message says it all
+                errors[i] = str(exc)
+            except Exception as exc:  # any decoder failure is this file's, not the batch's
                 errors[i] = f"{type(exc).__name__}: {exc}"
         good = sorted(greys)
         S = None

@@ -7,11 +7,10 @@ float32 in [0, 1].
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from bowsvm._validation import check_array, check_int
+from bowsvm.io.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image
 
 __all__ = ["LUMA_WEIGHTS", "to_gray", "decode_image"]
 
@@ -90,7 +89,7 @@ def _pil_to_array(img):
     return np.asarray(img.convert("RGB"))
 
 
-def decode_image(data, max_side=500):
+def decode_image(data, max_side=500, max_pixels=DEFAULT_MAX_PIXELS):
     """Decode image bytes to a grey float32 image, downsized to ``max_side``.
 
     Steps: decode with PIL; apply the EXIF orientation; convert to grey
@@ -108,6 +107,9 @@ def decode_image(data, max_side=500):
         Encoded image (any format PIL reads: JPEG, PNG, ...).
     max_side : int or None
         Bound on the longer side in pixels (>= 1); None keeps the full size.
+    max_pixels : int
+        Images (or frames) with more pixels are refused before they are
+        decoded (decompression bombs; the prepare stage's ``--max-pixels``).
 
     Returns
     -------
@@ -118,8 +120,12 @@ def decode_image(data, max_side=500):
     TypeError
         If ``data`` is not bytes-like or ``max_side`` not an integer.
     ValueError
-        If ``data`` cannot be decoded or ``max_side < 1``.
+        If ``data`` cannot be decoded, ``max_side < 1``, or the image has more
+        than ``max_pixels`` pixels (:class:`bowsvm.io.images.ImageTooLarge`,
+        a ValueError naming ``--max-pixels`` and the image's size).
     """
+    import struct
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -129,20 +135,24 @@ def decode_image(data, max_side=500):
         )
     if max_side is not None:
         max_side = check_int("max_side", max_side, low=1)
+    max_pixels = check_int("max_pixels", max_pixels, low=1)
     try:
-        img = Image.open(io.BytesIO(bytes(data)))
-        w0, h0 = img.size
-        target = None
-        if max_side is not None and max(w0, h0) > max_side:
-            s = max_side / max(w0, h0)
-            target = (max(1, round(w0 * s)), max(1, round(h0 * s)))
-        if img.format == "JPEG" and img.mode in ("L", "RGB", "YCbCr"):
-            # decode the luma (Y) channel only, reduced by a power of two when
-            # that still leaves at least the target size
-            img.draft("L", target or (w0, h0))
-        img.load()
-        transposed = ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with open_image(bytes(data), max_pixels) as img:
+            w0, h0 = img.size
+            target = None
+            if max_side is not None and max(w0, h0) > max_side:
+                s = max_side / max(w0, h0)
+                target = (max(1, round(w0 * s)), max(1, round(h0 * s)))
+            if img.format == "JPEG" and img.mode in ("L", "RGB", "YCbCr"):
+                # decode the luma (Y) channel only, reduced by a power of two when
+                # that still leaves at least the target size
+                img.draft("L", target or (w0, h0))
+            img.load()
+            transposed = ImageOps.exif_transpose(img)
+    except ImageTooLarge:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, EOFError,
+            IndexError) as exc:
         raise ValueError(f"data ({len(data)} bytes) is not a decodable image: {exc}") from None
     if target is not None and transposed.size != img.size:
         target = (target[1], target[0])

@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
+import stat
 import struct
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,12 @@ IMAGE_EXTENSIONS = frozenset({
     ".pgm", ".pbm", ".pnm", ".jfif", ".ico",
 })
 SPLIT_NAMES = ("train", "val", "test")
+#: ``--layout`` values of :func:`scan_tree`.
+LAYOUTS = ("auto", "split", "flat")
+#: Default ``--max-pixels``: larger images are rejected before they are decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Default ``--max-file-bytes``: larger files are rejected without being read.
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
 OUTPUT_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 FASHION_MNIST_CLASSES = (
@@ -42,7 +51,168 @@ class Normalized:
     reason: str | None = None
 
 
-def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = 100_000_000,
+class UnusableFile(ValueError):
+    """A path that is not read as an image: ``str(exc)`` is the reject reason."""
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than ``--max-pixels`` (a decompression bomb)."""
+
+    def __init__(self, width: int, height: int, max_pixels: int, frame_pixels: int | None = None):
+        self.width, self.height, self.max_pixels = int(width), int(height), int(max_pixels)
+        if frame_pixels is None:
+            msg = (f"decompression bomb: {width}x{height} = {width * height} pixels exceeds "
+                   f"--max-pixels {max_pixels}")
+        else:
+            msg = (f"decompression bomb: a frame or tile of this {width}x{height} image has "
+                   f"{frame_pixels} pixels, more than --max-pixels {max_pixels} allows")
+        super().__init__(msg + "; raise --max-pixels if the image is genuine")
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+)
+
+
+def _kind(mode: int) -> str:
+    for test, name in _FILE_KINDS:
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _not_regular(path: str, mode: int) -> UnusableFile:
+    if os.path.islink(path):
+        return UnusableFile(f"not a regular file: a symlink to {os.readlink(path)!r}, "
+                            f"which is {_kind(mode)}")
+    return UnusableFile(f"not a regular file: {_kind(mode)}")
+
+
+def _too_big(size: str, max_bytes: int) -> UnusableFile:
+    return UnusableFile(f"file too large: {size} bytes exceeds --max-file-bytes {max_bytes}; "
+                        f"raise --max-file-bytes if the file is genuine")
+
+
+def read_image_file(path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """Read a regular file of at most ``max_bytes`` bytes; never block, never read more.
+
+    Symlinks are followed; whatever they end at must be a regular file. The
+    file is checked with ``os.stat`` before it is opened (a FIFO or device is
+    never opened), opened with ``O_NONBLOCK`` and checked again with
+    ``os.fstat`` (it may have been swapped in between), and at most
+    ``max_bytes + 1`` bytes are read (a file may grow after the check).
+
+    Parameters
+    ----------
+    path : str or Path
+    max_bytes : int
+        Largest accepted file size (``--max-file-bytes``).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    UnusableFile
+        (a ValueError) whose message is the reject reason: not a regular file
+        (FIFO, device, socket, folder, or a symlink to one), broken symlink,
+        over ``max_bytes``, or unreadable.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise UnusableFile(f"broken symlink: its target {os.readlink(path)!r} does not "
+                               f"exist") from None
+        raise UnusableFile("unreadable file: it vanished before it was read") from None
+    except OSError as exc:
+        raise UnusableFile(f"unreadable file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    if st.st_size > max_bytes:
+        raise _too_big(str(st.st_size), max_bytes)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise UnusableFile(f"unreadable file: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped for something else since the stat
+            raise _not_regular(path, st.st_mode)
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 22))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+    except OSError as exc:
+        raise UnusableFile(f"unreadable file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise _too_big(f"more than {max_bytes}", max_bytes)
+    return data
+
+
+@contextmanager
+def _pil_limit(value):
+    """Set PIL's process-wide ``MAX_IMAGE_PIXELS`` inside the block (restored after)."""
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = value
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+@contextmanager
+def open_image(raw: bytes, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Open encoded image bytes with the pixel count checked against ``max_pixels``.
+
+    The header is read with PIL's own bomb check off; its size is checked here
+    (so the error names ``--max-pixels`` and the image's size). Inside the
+    block PIL's check is back on at ``max_pixels``, so a frame or tile larger
+    than the header says (GIF, ICO, TIFF) still stops the decoder, and the
+    ``DecompressionBombError`` becomes :class:`ImageTooLarge`.
+
+    Yields
+    ------
+    PIL.Image.Image (not yet loaded)
+
+    Raises
+    ------
+    ImageTooLarge
+        If the image, or a frame of it, has more than ``max_pixels`` pixels.
+    PIL.UnidentifiedImageError, OSError, ...
+        Whatever PIL raises for bytes it cannot read.
+    """
+    from PIL import Image
+
+    with _pil_limit(None):
+        img = Image.open(io.BytesIO(raw))
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(w, h, max_pixels)
+    try:
+        # PIL raises above 2 * MAX_IMAGE_PIXELS (it only warns above 1x)
+        with _pil_limit(max(1, max_pixels // 2)):
+            yield img
+    except Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageTooLarge(w, h, max_pixels, int(m.group(1)) if m else None) from None
+
+
+def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = DEFAULT_MAX_PIXELS,
                     fmt: str = "jpeg", quality: int = 90) -> Normalized:
     """Decode image bytes, fix orientation and mode, downsize, re-encode.
 
@@ -59,8 +229,9 @@ def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = 100_000_0
     max_side : int
         Longest side after downsizing, in pixels.
     max_pixels : int
-        Images with more pixels than this are rejected as decompression bombs
-        before they are decoded.
+        Images (or frames) with more pixels than this are rejected as
+        decompression bombs before they are decoded (:func:`open_image`); the
+        reason names ``--max-pixels`` and the image's size.
     fmt : {"jpeg", "png"}
         Output encoding.
 
@@ -69,36 +240,27 @@ def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = 100_000_0
     Normalized
         With ``data`` set on success, else ``reason`` (never raises on bad data).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     if len(raw) == 0:
         return Normalized(reason="empty file (0 bytes)")
-    old_limit = Image.MAX_IMAGE_PIXELS  # restored below: PIL's limit is process-wide
+    w0 = h0 = 0
     try:
-        with warnings.catch_warnings():
-            # Our own check below rejects > max_pixels with the size known; PIL's
-            # error (at twice its limit) is the backstop for absurd headers.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            img = Image.open(io.BytesIO(raw))
+        with open_image(raw, max_pixels) as img:
             w0, h0 = img.size
-            if w0 * h0 > max_pixels:
-                return Normalized(orig_width=w0, orig_height=h0, reason=(
-                    f"decompression bomb: {w0}x{h0} = {w0 * h0} pixels exceeds "
-                    f"--max-pixels {max_pixels}"))
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_8bit(img)
+    except ImageTooLarge as exc:
+        return Normalized(orig_width=exc.width, orig_height=exc.height, reason=str(exc))
     except UnidentifiedImageError:
         return Normalized(reason="not an image (format not recognised)")
-    except Image.DecompressionBombError as exc:
-        return Normalized(reason=f"decompression bomb: {exc}")
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
-        return Normalized(reason=f"truncated or corrupt image: {type(exc).__name__}: {exc}")
+        return Normalized(orig_width=w0, orig_height=h0,
+                          reason=f"truncated or corrupt image: {type(exc).__name__}: {exc}")
     except Exception as exc:  # any other decoder failure must not stop the job
-        return Normalized(reason=f"undecodable image: {type(exc).__name__}: {exc}")
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
+        return Normalized(orig_width=w0, orig_height=h0,
+                          reason=f"undecodable image: {type(exc).__name__}: {exc}")
     if min(img.size) < 1:
         return Normalized(reason="image has a zero-length side")
     img = downsize(img, max_side)
@@ -157,17 +319,80 @@ class SourceFile:
     path: str          # absolute path
     rel: str           # path relative to the root (the image id)
     class_name: str | None
-    split: str
+    split: str | None  # None: outside a split folder of a split-layout tree
 
 
-def scan_tree(root) -> tuple[list[SourceFile], bool]:
+def _input_folder(root) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        what = "it does not exist" if not os.path.exists(root) else "it is a file"
+        raise FileNotFoundError(
+            f"--input {str(root)!r} is not a folder ({what}); pass the root of a "
+            f"class-per-folder image tree.")
+    return root
+
+
+def detect_layout(root, layout: str = "auto") -> bool:
+    """Decide whether a tree has a split level (``root/{train,val,test}/CLASS/...``).
+
+    Only the top level is listed (cheap: run before Spark starts).
+
+    Parameters
+    ----------
+    root : str or Path
+    layout : {"auto", "split", "flat"}
+        ``"auto"``: split when every top-level folder is one of train/val/test,
+        flat (class folders at the top) when none is; a mix is refused.
+        ``"split"`` and ``"flat"`` force the layout.
+
+    Returns
+    -------
+    bool
+        True for a split layout.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` is not a folder.
+    ValueError
+        If ``layout`` is not a valid name, or (``"auto"``) some but not all
+        top-level folders are split names; the message names both groups.
+    """
+    from bowsvm._validation import check_choice
+
+    check_choice("--layout", layout, {k: k for k in LAYOUTS})
+    root = _input_folder(root)
+    if layout != "auto":
+        return layout == "split"
+    subdirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    splits = [d for d in subdirs if d in SPLIT_NAMES]
+    others = [d for d in subdirs if d not in SPLIT_NAMES]
+    if splits and others:
+        s_list = ", ".join(f"{d}/" for d in splits)
+        o_list = ", ".join(f"{d}/" for d in others[:10]) + (
+            f" and {len(others) - 10} more" if len(others) > 10 else "")
+        raise ValueError(
+            f"--input {str(root)!r} is ambiguous: the top-level folder(s) {s_list} are split "
+            f"names but {o_list} are not, so it is neither a split tree "
+            f"(only {', '.join(SPLIT_NAMES)} at the top) nor a flat class-per-folder tree. "
+            f"Move {o_list} into a split folder (or out of the tree), or pass --layout split "
+            f"(files outside {s_list} become rejects) or --layout flat (every top-level "
+            f"folder, {s_list} included, is a class).")
+    return bool(splits)
+
+
+def scan_tree(root, layout: str = "auto") -> tuple[list[SourceFile], bool]:
     """List every file of an ImageNet-style tree.
 
-    The tree is ``root/CLASS/.../file`` or, with a split level,
-    ``root/{train,val,test}/CLASS/.../file``. A split level is recognised when
-    every sub-folder of ``root`` is one of train/val/test. Files outside a class
-    folder get ``class_name=None`` (they end up in the rejects table). Hidden
-    files and folders (starting with '.') are ignored.
+    The tree is ``root/CLASS/.../file`` (flat) or, with a split level,
+    ``root/{train,val,test}/CLASS/.../file``; :func:`detect_layout` decides
+    which (and refuses a mix of split and other folders unless ``layout``
+    forces one). Files outside a class folder get ``class_name=None``, files
+    outside a split folder of a split tree ``split=None`` (both end up in the
+    rejects table). Every directory entry that is not a folder is listed,
+    whatever it is (FIFOs, devices, broken symlinks: the readers reject them).
+    Hidden files and folders (starting with '.') are ignored; symlinked
+    folders are not followed.
 
     Returns
     -------
@@ -178,12 +403,11 @@ def scan_tree(root) -> tuple[list[SourceFile], bool]:
     ------
     FileNotFoundError
         If ``root`` is not a folder.
+    ValueError
+        If the layout is ambiguous (see :func:`detect_layout`).
     """
+    has_split = detect_layout(root, layout)
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--input {str(root)!r} is not a folder; pass the root of a class-per-folder image tree.")
-    subdirs = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    has_split = bool(subdirs) and all(d in SPLIT_NAMES for d in subdirs)
     files: list[SourceFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -194,7 +418,7 @@ def scan_tree(root) -> tuple[list[SourceFile], bool]:
                 continue
             rel = str(rel_dir / fn) if parts else fn
             if has_split:
-                split = parts[0] if parts else "train"
+                split = "train" if not parts else (parts[0] if parts[0] in SPLIT_NAMES else None)
                 cls = parts[1] if len(parts) >= 2 else None
             else:
                 split = "train"
