@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from bowsvm._validation import check_array, check_choice, check_int, check_real
 
@@ -185,8 +186,14 @@ def _e_step(X, w, mu, var, with_stats=True):
 
 def _nearest(X, means):
     """Index of the nearest mean of each row (float64 GEMM identity, ties: lower)."""
-    d2 = (means * means).sum(axis=1)[None, :] - 2.0 * (X @ means.T)
-    return np.argmin(d2, axis=1)
+    n = X.shape[0]
+    sq = (means * means).sum(axis=1)[None, :]
+    chunk = max(1, _EM_CHUNK_ENTRIES // means.shape[0])
+    labels = np.empty(n, dtype=np.int64)
+    for r0 in range(0, n, chunk):
+        r1 = min(n, r0 + chunk)
+        labels[r0:r1] = np.argmin(sq - 2.0 * (X[r0:r1] @ means.T), axis=1)
+    return labels
 
 
 def _init_from_means(X, means0, floor):
@@ -195,10 +202,9 @@ def _init_from_means(X, means0, floor):
     K = means0.shape[0]
     labels = _nearest(X, means0)
     counts = np.bincount(labels, minlength=K).astype(np.float64)
-    sums = np.zeros((K, D))
-    sq = np.zeros((K, D))
-    np.add.at(sums, labels, X)
-    np.add.at(sq, labels, X * X)
+    onehot = sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(K, n))
+    sums = np.asarray(onehot @ X)
+    sq = np.asarray(onehot @ (X * X))
     mu = means0.copy()
     var = np.broadcast_to(X.var(axis=0), (K, D)).copy()
     has = counts > 0
@@ -226,7 +232,8 @@ def fit_gmm(
     Parameters
     ----------
     X : (n, D) array_like
-        Descriptor sample (e.g. PCA-reduced). Computed in float64.
+        Descriptor sample (e.g. PCA-reduced). Computed in float64 (one
+        centred float64 copy of X is made).
     n_components : int
         K, the number of Gaussians (``1 <= K <= n``).
     random_state : int, default 0
@@ -302,9 +309,8 @@ def fit_gmm(
                 f"means_init must have shape (n_components, D) = ({K}, {D}), got "
                 f"{means_init.shape}."
             )
-    X = np.asarray(X, dtype=np.float64)
-    center = X.mean(axis=0)
-    Xc = X - center
+    center = X.mean(axis=0, dtype=np.float64)
+    Xc = np.subtract(X, center, dtype=np.float64)  # the one float64 copy
     mean_var = float(Xc.var(axis=0).mean())
     if mean_var <= 0:
         raise ValueError(
