@@ -164,11 +164,12 @@ def _posteriors(Z, prep, threshold):
 def _stats_gemm(G, A, out):
     """``out += G^T A`` (float64 out) by float32 GEMMs over ``_STATS_ROWS``-row pieces.
 
-    One long GEMM (K x n times n x (2D+1), n the long inner dimension) ran
-    at a third of the rate of the posterior GEMM in this OpenBLAS (single
-    thread, K = 256, n = 667-3000: 17.9-57 ms against 7-17 ms in 128-row
-    pieces, docs/BENCHMARKS.md); the pieces depend only on the rows given,
-    and their float64 sum is in piece order.
+    One GEMM with the rows as its long inner dimension (K x n times
+    n x (2D+1)) ran 2-3.5x slower than the same product in 128-row pieces
+    in this OpenBLAS (single thread, K = 256, n = 667-3000: 3.4-57 ms
+    against 1.7-17 ms; docs/BENCHMARKS.md has the floors both ways). The
+    pieces depend only on the rows given, and their float64 sum runs in
+    piece order.
     """
     n = G.shape[0]
     tmp = np.empty((G.shape[1], A.shape[1]), dtype=np.float32)
@@ -465,8 +466,9 @@ def fisher_vectors(
     same thread count. Stacking several images into one posterior GEMM would
     make an image's rounding depend on its neighbours (a GEMM's rounding
     depends on its blocking), so it is not done; at 1,000-3,000
-    descriptors per image one image's GEMM already runs at the rate of a
-    large one (docs/BENCHMARKS.md). The set-up shared across images is the
+    descriptors per image the per-image and the stacked posterior GEMM ran
+    at the same rate within the shared machine's noise (docs/BENCHMARKS.md).
+    For small images (tens of descriptors) the per-image calls cost more. The set-up shared across images is the
     validation of the GMM and options and the standardised log-density
     matrix.
     """
