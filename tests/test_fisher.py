@@ -496,6 +496,20 @@ def test_fisher_errors(rng):
         fisher_vectors([(Z[:, :2], C, shape)], g)
 
 
+def test_descriptor_far_from_the_gmm_is_an_error_not_nan(rng):
+    g = _gmm(rng)
+    Z, C, shape = _image(rng, 10, 6)
+    Z[7, 2] = 1e30
+    with pytest.raises(ValueError, match="descriptor 7 lies too far from the GMM"):
+        fisher_posteriors(Z, g)
+    with pytest.raises(ValueError, match="descriptor 7 lies too far from the GMM"):
+        fisher_vector(Z, C, shape, g)
+    with pytest.raises(ValueError, match=r"images\[1\]: descriptor 7 lies too far"):
+        fisher_vectors([(Z[:5], C[:5], shape), (Z, C, shape)], g)
+    Z[7, 2] = 50.0  # far, but representable: a finite, normalised vector
+    assert np.isfinite(fisher_vector(Z, C, shape, g)).all()
+
+
 def test_check_bool():
     assert check_bool("flag", np.bool_(True)) is True
     with pytest.raises(TypeError, match="flag must be True or False, got int 0"):

@@ -143,7 +143,15 @@ def _softmax_rows(L, threshold):
     are set to 0 (entries equal to the row's largest, exactly 1 after the
     shift, are always kept) and the row renormalised.
     """
-    L -= L.max(axis=1, keepdims=True)
+    mx = L.max(axis=1, keepdims=True)
+    if not np.isfinite(mx).all():
+        i = int(np.flatnonzero(~np.isfinite(mx[:, 0]))[0])
+        raise ValueError(
+            f"descriptor {i} lies too far from the GMM: its float32 log-densities "
+            f"overflow; check the descriptors' scale (project them with the codebook's "
+            f"PCA) or refit the GMM on descriptors like these."
+        )
+    L -= mx
     np.exp(L, out=L)
     s = L.sum(axis=1, keepdims=True)
     if threshold > 0:
@@ -155,8 +163,9 @@ def _softmax_rows(L, threshold):
 def _posteriors(Z, prep, threshold):
     n, D = Z.shape
     A = np.empty((n, 2 * D + 1), dtype=np.float32)
-    _augmented(Z, prep, A)
-    G = A @ prep.W
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        _augmented(Z, prep, A)
+        G = A @ prep.W
     _softmax_rows(G, threshold)
     return A, G
 
@@ -306,7 +315,8 @@ def fisher_posteriors(Z, gmm, *, threshold=0.0):
     ------
     ValueError
         If the dimension of Z differs from the GMM's, ``threshold`` is
-        outside [0, 1], or Z holds NaN/Inf.
+        outside [0, 1], Z holds NaN/Inf, or a descriptor lies so far from
+        the GMM that its float32 log-densities overflow.
     TypeError
         If ``gmm`` is not a :class:`GMM` or Z is not numeric.
 
@@ -387,7 +397,9 @@ def fisher_vector(
     ------
     ValueError
         Shapes that disagree, a dimension other than the GMM's, bad
-        ``grids``, ``threshold`` or ``output``, NaN/Inf input.
+        ``grids``, ``threshold`` or ``output``, NaN/Inf input, or a
+        descriptor so far from the GMM that its float32 log-densities
+        overflow.
     TypeError
         If ``gmm`` is not a :class:`GMM`, a flag is not a bool or an array
         is not numeric.
@@ -494,10 +506,13 @@ def fisher_vectors(
             ) from None
         checked.append(_check_image(Z, centers, shape, gmm.dim, prefix=f"images[{i}]: "))
     prep = _prepare(gmm)
-    res = [
-        _one(Z, c, s, grid_arr, prep, threshold, improved, weights_gradient, output)
-        for Z, c, s in checked
-    ]
+    res = []
+    for i, (Z, c, s) in enumerate(checked):
+        try:
+            res.append(_one(Z, c, s, grid_arr, prep, threshold, improved, weights_gradient,
+                            output))
+        except ValueError as e:
+            raise ValueError(f"images[{i}]: {e}") from None
     if output == "sparse":
         return res
     dim = int((grid_arr[:, 0] * grid_arr[:, 1]).sum()) * (
