@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "check_array",
+    "check_bool",
     "check_choice",
     "check_int",
     "check_real",
@@ -120,3 +121,18 @@ def check_array(
             f"clean or impute the input first."
         )
     return np.ascontiguousarray(arr)
+
+
+def check_bool(name: str, value) -> bool:
+    """Check that ``value`` is a bool (or numpy bool) and return it as bool.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is anything else (0/1, strings, None).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be True or False, got {type(value).__name__} {value!r}."
+        )
+    return bool(value)

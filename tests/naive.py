@@ -279,3 +279,93 @@ def naive_kmeanspp(S, first, u):
         chosen.append(j)
         d2 = np.minimum(d2, ((S - S[j]) ** 2).sum(axis=1))
     return np.array(chosen)
+
+
+# ---- fisher vectors ---------------------------------------------------------
+def naive_gmm_posteriors(Z, weights, means, variances, threshold=0.0):
+    """Posteriors descriptor by descriptor from the Gaussian densities (float64).
+
+    gamma_ik = w_k N(x_i | mu_k, sigma_k) / sum_j w_j N(x_i | mu_j, sigma_j),
+    each density the product over dimensions of the 1-D normal density (in
+    logs, scaled by the largest term so nothing underflows). With a
+    threshold, entries below it (except those equal to the row's largest) become 0 and the
+    row is renormalised.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    var = np.asarray(variances, dtype=np.float64)
+    K, D = mu.shape
+    out = np.zeros((Z.shape[0], K))
+    for i in range(Z.shape[0]):
+        logp = np.zeros(K)
+        for k in range(K):
+            acc = np.log(w[k])
+            for d in range(D):
+                diff = Z[i, d] - mu[k, d]
+                acc += -0.5 * np.log(2 * np.pi * var[k, d]) - 0.5 * diff * diff / var[k, d]
+            logp[k] = acc
+        top = max(logp)
+        p = [np.exp(v - top) for v in logp]
+        total = sum(p)
+        p = [v / total for v in p]
+        if threshold > 0:
+            best = max(p)
+            p = [v if (v >= threshold or v == best) else 0.0 for v in p]
+            total = sum(p)
+            p = [v / total for v in p]
+        out[i] = p
+    return out
+
+
+def naive_fisher_vector(Z, centers, shape, grids, weights, means, variances, *,
+                        improved=True, weights_gradient=False, threshold=0.0):
+    """Improved Fisher vector straight from the gradients, descriptor by descriptor.
+
+    Per block with N descriptors: G_mu_k = sum_i gamma_ik (x_i - mu_k) /
+    sigma_k / (N sqrt(w_k)), G_sigma_k = sum_i gamma_ik ((x_i - mu_k)^2 /
+    sigma_k^2 - 1) / (N sqrt(2 w_k)), G_w_k = sum_i (gamma_ik - w_k) / (N
+    sqrt(w_k)); block = [G_mu, G_sigma(, G_w)], then sign(z) sqrt(|z|) and
+    L2 per block (improved). Blocks numbered as naive_cell.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    var = np.asarray(variances, dtype=np.float64)
+    K, D = mu.shape
+    gamma = naive_gmm_posteriors(Z, w, mu, var, threshold)
+    _, n_blocks = naive_cell(0, 0, shape, grids)
+    members = [[] for _ in range(n_blocks)]
+    for i in range(Z.shape[0]):
+        ids, _ = naive_cell(centers[i][0], centers[i][1], shape, grids)
+        for b in ids:
+            members[b].append(i)
+    E = 2 * K * D + (K if weights_gradient else 0)
+    out = np.zeros((n_blocks, E))
+    for b in range(n_blocks):
+        N = len(members[b])
+        if N == 0:
+            continue
+        g_mu = np.zeros((K, D))
+        g_sig = np.zeros((K, D))
+        g_w = np.zeros(K)
+        for i in members[b]:
+            for k in range(K):
+                g_w[k] += gamma[i, k] - w[k]
+                for d in range(D):
+                    u = (Z[i, d] - mu[k, d]) / np.sqrt(var[k, d])
+                    g_mu[k, d] += gamma[i, k] * u
+                    g_sig[k, d] += gamma[i, k] * (u * u - 1.0)
+        for k in range(K):
+            g_mu[k] /= N * np.sqrt(w[k])
+            g_sig[k] /= N * np.sqrt(2 * w[k])
+            g_w[k] /= N * np.sqrt(w[k])
+        v = np.concatenate([g_mu.ravel(), g_sig.ravel()] + ([g_w] if weights_gradient else []))
+        if improved:
+            v = np.array([np.sign(z) * np.sqrt(abs(z)) for z in v])
+            nrm = np.sqrt((v ** 2).sum())
+            if nrm > 0:
+                v = v / nrm
+        out[b] = v
+    return out.ravel()
+# ---- end fisher ----

@@ -2,7 +2,8 @@
 
 Layers (see STYLE.md): numba kernels in ``_kernels``; validated functions in
 ``_encode`` (knn_bases, lcc_encode, svc_encode), ``_pooling`` (spm_pool),
-``_codebook`` (Codebook, learn_codebook), ``_extractor`` (whole feature
+``_codebook`` (Codebook, learn_codebook), ``gmm`` (GMM, fit_gmm),
+``fisher`` (fisher_posteriors, fisher_vector, fisher_vectors), ``_extractor`` (whole feature
 sets from presets) and ``_transformer`` (the scikit-learn transformer,
 imported on first use so that Spark tasks do not load scikit-learn).
 
@@ -28,6 +29,10 @@ Pooling
     by default. LCC uses max pooling of the dense codes; SV the weighted
     average ``(1/N) sum_k (1/sqrt(w_k)) sum_{i in k} [s, z_i - b_k]``. No
     descriptors gives the all-zero vector.
+Fisher vectors
+    Diagonal GMM (``gmm.fit_gmm``, EM, seeded); per block G_mu and G_sigma
+    (2 K D entries, optionally G_w: K more), signed square root then L2 per
+    block, block-major like the other poolings (``fisher``).
 Codebooks
     ``codebook.npz`` (bases, optional pca_mean / pca_components, float32) plus
     ``codebook.json`` (sizes, content hash, how it was learned); loaded with
@@ -53,6 +58,13 @@ from bowsvm.coding._extractor import (
     stack_features,
 )
 from bowsvm.coding._pooling import block_ids, pyramid_blocks, spm_pool
+from bowsvm.coding.fisher import (
+    fisher_posteriors,
+    fisher_vector,
+    fisher_vector_dim,
+    fisher_vectors,
+)
+from bowsvm.coding.gmm import GMM, fit_gmm
 
 
 def __getattr__(name):
@@ -67,6 +79,7 @@ __all__ = [
     "DEFAULT_S",
     "Codebook",
     "FeatureSetExtractor",
+    "GMM",
     "SVCodes",
     "block_ids",
     "check_codebook",
@@ -74,6 +87,11 @@ __all__ = [
     "encode_descriptors",
     "encode_image",
     "encode_images",
+    "fisher_posteriors",
+    "fisher_vector",
+    "fisher_vector_dim",
+    "fisher_vectors",
+    "fit_gmm",
     "fit_pca",
     "knn_bases",
     "lcc_encode",

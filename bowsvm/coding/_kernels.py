@@ -424,3 +424,38 @@ def kmeanspp_indices(S, first, u, out):  # pragma: no cover - numba
                 s += diff * diff
             if s < d2[i]:
                 d2[i] = s
+
+
+# ---- Fisher vectors ---------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def fisher_sparse_stats(G, A, block_of, S):  # pragma: no cover - numba
+    """Fisher statistics from sparse posteriors: S[b, k] += G[i, k] * A[i].
+
+    Parameters
+    ----------
+    G : (n, K) float32
+        Posteriors, mostly exact zeros (thresholded).
+    A : (n, e) float32
+        ``[x^2, x, 1]`` rows of the same descriptors.
+    block_of : (n, L) int64
+        Pyramid block of each descriptor at each level (see block_ids).
+    S : (n_blocks, K, e) float64, zero on entry
+        Receives ``[S2, S1, S0]`` per block and component.
+
+    Notes
+    -----
+    Rows, components and levels are visited in index order and the sums
+    are float64, so the result does not depend on any BLAS library.
+    """
+    n, K = G.shape
+    e = A.shape[1]
+    L = block_of.shape[1]
+    for i in range(n):
+        for k in range(K):
+            g = np.float64(G[i, k])
+            if g != 0.0:
+                for lev in range(L):
+                    b = block_of[i, lev]
+                    for t in range(e):
+                        S[b, k, t] += g * A[i, t]
