@@ -630,7 +630,10 @@ def write_model(models_root, fs: FeatureSet, coef, intercept, log_rows, info: di
     Raises
     ------
     FileExistsError
-        If the model exists and ``overwrite`` is False.
+        If the model exists and ``overwrite`` is False, or the folder there is
+        not a complete model (see :func:`bowsvm.io.atomic.check_target`).
+    ValueError
+        If the model folder is, contains or lies inside the feature set's folder.
     """
     out = Path(models_root) / fs.name
     with atomic_output_dir(out, overwrite, "train", [fs.folder], "--models/NAME") as tmp:

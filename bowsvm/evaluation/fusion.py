@@ -57,7 +57,7 @@ from bowsvm.evaluation.scoring import (
     scores_table,
 )
 from bowsvm.io import atomic_output_dir, content_hash, read_manifest, write_json_atomic
-from bowsvm.io.atomic import prepare_target
+from bowsvm.io.atomic import check_target
 
 __all__ = [
     "FusionModel",
@@ -441,7 +441,7 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
         raise ValueError(f"splits must start with 'val' (weights are learned on val), got {splits}.")
     scores_dir = Path(scores_dir)
     inputs = [scores_dir / s for s in feature_sets]
-    prepare_target(out, overwrite, "fuse", inputs, "--out")  # refuse before reading scores
+    check_target(out, overwrite, "fuse", inputs, "--out")  # refuse before reading scores
     data = {}
     for split in splits:
         folders = {s: scores_dir / s / split for s in feature_sets}

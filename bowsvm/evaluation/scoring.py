@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from bowsvm._validation import check_array, check_int
 from bowsvm.io import atomic_output_dir, content_hash, read_manifest
-from bowsvm.io.atomic import prepare_target
+from bowsvm.io.atomic import check_target
 from bowsvm.io.features import iter_shard_batches, shard_files
 
 __all__ = [
@@ -348,7 +348,7 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     fdir = Path(features_dir) / feature_set
     mdir = Path(models_dir) / feature_set
     out = Path(scores_dir) / feature_set / split
-    prepare_target(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT")  # refuse early
+    check_target(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT")  # refuse early
     feat_m = read_manifest(fdir, stage="extract")
     model = load_model(mdir)
     _check_compatible(feat_m, model, fdir, mdir)
