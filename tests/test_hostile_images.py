@@ -164,6 +164,9 @@ def test_check_job_arguments_checks_inputs_before_spark(tmp_path):
         check_job_arguments(SimpleNamespace(**{**base, "max_file_bytes": 0}))
     with pytest.raises(FileNotFoundError, match=r"is not a folder \(it does not exist\)"):
         check_job_arguments(SimpleNamespace(**{**base, "input": str(tmp_path / "nope")}))
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"is not a folder \(it is a file\)"):
+        check_job_arguments(SimpleNamespace(**{**base, "input": str(tmp_path / "file.jpg")}))
     with pytest.raises(FileNotFoundError, match="--fashion-mnist .* is not a folder"):
         check_job_arguments(SimpleNamespace(**{**base, "input": None,
                                                "fashion_mnist": str(tmp_path / "nope")}))
@@ -275,6 +278,15 @@ def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_pat
     classified = [line for line in cap.out.splitlines() if line.strip()]
     assert sorted(line.split(": ")[0] for line in classified) == sorted(str(d / f"{i}.png") for i in ids)
     assert all("(" in line for line in classified)  # "class (score)" entries
+
+
+def test_predict_limits_are_validated(tmp_path, capsys):
+    from bowsvm.cli import main
+
+    for opt, msg in [("--max-file-bytes", "--max-file-bytes=0 is too small"),
+                     ("--max-pixels", "--max-pixels=0 is too small")]:
+        assert main(["predict", str(tmp_path), opt, "0"]) == 2
+        assert msg in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- job scripts

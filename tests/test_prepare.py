@@ -248,8 +248,9 @@ def test_prepare_job_accounts_for_every_file(tmp_path):
             "--format", "png", "--master", "local[2]"]
     proc = run_bowsvm(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # spark-submit merges the Python driver's stderr into its stdout
-    assert "[prepare] stage" in proc.stdout + proc.stderr  # one-line progress reports
+    # one-line progress reports, on stderr (bowsvm.spark.caller_stderr undoes spark-submit's
+    # merging of the Python driver's stderr into its stdout)
+    assert "[prepare] stage" in proc.stderr and "[prepare] stage" not in proc.stdout
     m = read_manifest(out, stage="prepare")
     assert m["classes"] == ["cat", "dog"]
     assert m["dropped_classes"] == {"bird": 1}

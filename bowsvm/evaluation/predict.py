@@ -41,7 +41,9 @@ from bowsvm.evaluation.fusion import FusionModel, apply_fusion
 from bowsvm.evaluation.metrics import top_k_indices
 from bowsvm.evaluation.scoring import LinearModel, decision_scores, load_model
 from bowsvm.io import is_complete, read_manifest
-from bowsvm.io.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, read_image_file
+from bowsvm.io.images import (
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, ImageTooLarge, UnusableFile, read_image_file,
+)
 
 __all__ = ["FeatureSetRuntime", "Predictor", "IMAGE_SUFFIXES", "list_image_files"]
 
@@ -250,8 +252,6 @@ class Predictor:
     def _predict_batch(self, files, k):
         errors: dict[int, str] = {}
         greys: dict[int, dict] = {}  # file index -> {max_side: grey image}
-        from bowsvm.io.images import ImageTooLarge, UnusableFile
-
         for i, f in enumerate(files):
             try:
                 greys[i] = self._decode(read_image_file(f, self.max_file_bytes))
