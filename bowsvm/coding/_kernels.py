@@ -55,7 +55,7 @@ def knn_exact_rows(D, Z, B, bnorm_max, nb2_max, unit, k, idx_out, val_out, cand)
     val_out : (m, k) same dtype as D
         Receive the indices and the recomputed squared distances, nearest first.
     cand : (p,) int64
-        Scratch.
+        Scratch (candidate indices).
 
     Notes
     -----
@@ -71,17 +71,11 @@ def knn_exact_rows(D, Z, B, bnorm_max, nb2_max, unit, k, idx_out, val_out, cand)
     d = Z.shape[1]
     kv = np.empty(k, dtype=np.float64)
     ki = np.empty(k, dtype=np.int64)
+    cv = np.empty(p, dtype=np.float64)
+    ev = np.empty(k, dtype=np.float64)
+    ei = np.empty(k, dtype=np.int64)
     for i in range(m):
         row = D[i]
-        # pass 1: the k smallest GEMM values (bounded insertion sort)
-        for j in range(k):
-            _insert_sorted(kv, ki, j, np.float64(row[j]), j)
-        worst = kv[k - 1]
-        for j in range(k, p):
-            v = np.float64(row[j])
-            if v < worst:
-                _insert_sorted(kv, ki, k - 1, v, j)
-                worst = kv[k - 1]
         zn = 0.0
         for t in range(d):
             zt = np.float64(Z[i, t])
@@ -89,28 +83,59 @@ def knn_exact_rows(D, Z, B, bnorm_max, nb2_max, unit, k, idx_out, val_out, cand)
         zn = np.sqrt(zn)
         err = 4.0 * (d + 2) * unit * (2.0 * zn * bnorm_max + 2.0 * nb2_max)
         err += 1e-12 * (zn + bnorm_max) * (zn + bnorm_max)
-        thresh = worst + err
-        # pass 2 (the row is still in cache): every basis within the bound
+        # one pass: the k smallest GEMM values (bounded insertion sort), and aside
+        # every value that was, or might still end, within err of the k-th smallest
+        # (displaced entries and near misses); one compare per basis for most
+        for j in range(k):
+            _insert_sorted(kv, ki, j, np.float64(row[j]), j)
+        lim = kv[k - 1] + err
         c = 0
-        for j in range(p):
-            if np.float64(row[j]) <= thresh:
-                cand[c] = j
-                c += 1
-        # recompute the candidates' distances; keep the k smallest (index order
-        # of the scan makes ties keep the lower index)
-        for a in range(c):
-            j = cand[a]
+        for j in range(k, p):
+            v = np.float64(row[j])
+            if v <= lim:
+                if v < kv[k - 1]:
+                    cand[c] = ki[k - 1]
+                    cv[c] = kv[k - 1]
+                    c += 1
+                    _insert_sorted(kv, ki, k - 1, v, j)
+                    lim = kv[k - 1] + err
+                else:
+                    cand[c] = j
+                    cv[c] = v
+                    c += 1
+        # recompute the candidates' distances exactly; keep the k smallest,
+        # ties by lower index
+        n_e = 0
+        for a in range(k + c):
+            if a < k:
+                j = ki[a]
+            else:
+                if cv[a - k] > lim:
+                    continue
+                j = cand[a - k]
             s = 0.0
             for t in range(d):
                 diff = np.float64(Z[i, t]) - np.float64(B[j, t])
                 s += diff * diff
-            if a < k:
-                _insert_sorted(kv, ki, a, s, j)
-            elif s < kv[k - 1]:
-                _insert_sorted(kv, ki, k - 1, s, j)
+            if n_e < k:
+                _insert_lex(ev, ei, n_e, s, j)
+                n_e += 1
+            elif s < ev[k - 1] or (s == ev[k - 1] and j < ei[k - 1]):
+                _insert_lex(ev, ei, k - 1, s, j)
         for a in range(k):
-            idx_out[i, a] = ki[a]
-            val_out[i, a] = kv[a]
+            idx_out[i, a] = ei[a]
+            val_out[i, a] = ev[a]
+
+
+@njit(cache=True, inline="always")
+def _insert_lex(vals, idx, t, v, j):  # pragma: no cover - numba
+    """Insert (v, j) into ``vals[:t + 1]`` ordered by (value, index), dropping ``vals[t]``."""
+    while t > 0 and (vals[t - 1] > v or (vals[t - 1] == v and idx[t - 1] > j)):
+        vals[t] = vals[t - 1]
+        idx[t] = idx[t - 1]
+        t -= 1
+    vals[t] = v
+    idx[t] = j
 
 
 @njit(cache=True, inline="always")
