@@ -32,14 +32,14 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from bowsvm.coding import Codebook, check_codebook
     from bowsvm.extract import (
         TASK_RESULT_DDL, commit_task_output, encode_batch, feature_set_preset, feature_stats,
         image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
     )
-    from bowsvm.io import atomic_output_dir, read_manifest, require_manifest_match, write_json_atomic
+    from bowsvm.io import (
+        atomic_output_dir, parquet, read_manifest, require_manifest_match, write_json_atomic,
+    )
     from bowsvm.io.atomic import prepare_target
     from bowsvm.spark import SparkProgress, build_session
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         n_rejected = len(rejects)
         if rejects:
             (tmp / "rejects").mkdir()
-            pq.write_table(pa.Table.from_pylist(
+            parquet.write_table(pa.Table.from_pylist(
                 [{k: r[k] for k in ("id", "label", "split", "error")} for r in rejects]),
                 tmp / "rejects" / "part-00000.parquet")
         stats = feature_stats(tmp, dim)
@@ -119,6 +119,7 @@ def main(argv=None) -> int:
             "counts": stats["counts"],
             "n_rejected": n_rejected,
             "n_shards": stats["n_shards"],
+            "shards": stats["shards"],
             "bytes_on_disk": stats["bytes_on_disk"],
             "mean_nnz": stats["mean_nnz"],
             "density": stats["density"],
