@@ -41,6 +41,35 @@ def image_shard_dir(images) -> Path:
     return Path(images) / "shards"
 
 
+def check_image_shards(images) -> list[Path]:
+    """The image shards of a `bowsvm prepare` folder, their footers read and counted.
+
+    Spark silently reads a Parquet file whose footer is cut off as an empty
+    file (measured: pyspark 4.x), so the extraction checks every shard's
+    footer itself, before Spark starts.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder is not a complete `bowsvm prepare` output.
+    ValueError
+        If a shard is corrupt or truncated (names it), or the shards' rows do
+        not add up to the manifest's ``n_images``.
+    """
+    from bowsvm.io import read_manifest
+
+    m = read_manifest(images, stage="prepare")
+    files = sorted(image_shard_dir(images).glob("*.parquet"))
+    n = sum(parquet.open_file(f, "image shard").metadata.num_rows for f in files)
+    if "n_images" in m and n != int(m["n_images"]):
+        raise ValueError(
+            f"the image shards in {str(image_shard_dir(images))!r} hold {n} rows but "
+            f"{str(Path(images) / 'manifest.json')!r} records n_images={m['n_images']}; a shard "
+            f"is missing or extra: re-run `bowsvm prepare`."
+        )
+    return files
+
+
 def rows_per_batch(preset: dict) -> int:
     """Images per Arrow batch so that one output batch stays within ~64 MB."""
     dim = int(preset["output"]["dim"])

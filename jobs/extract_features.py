@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     import pyarrow as pa
     from bowsvm.coding import Codebook, check_codebook
     from bowsvm.extract import (
-        TASK_RESULT_DDL, commit_task_output, encode_batch, feature_set_preset, feature_stats,
-        image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
+        TASK_RESULT_DDL, check_image_shards, commit_task_output, encode_batch, feature_set_preset,
+        feature_stats, image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
     )
     from bowsvm.io import (
         atomic_output_dir, parquet, read_manifest, require_manifest_match, write_json_atomic,
@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     preset, phash = feature_set_preset(args.preset or args.feature_set)
     shards = image_shard_dir(args.images)
     images_manifest = read_manifest(args.images, stage="prepare")
+    check_image_shards(args.images)
     cb_dir = Path(args.codebooks) / args.feature_set
     cb_manifest = read_manifest(cb_dir, stage="codebook")
     require_manifest_match(f"codebook {str(cb_dir)!r}", {"preset_hash": phash}, cb_manifest)
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     })
     sc = spark.sparkContext
+    sc._jsc.hadoopConfiguration().set(*parquet.SPARK_VERIFY_CONF)  # page CRCs of image shards
     t_started = time.time()
     cb_arrays = sc.broadcast((codebook.bases, codebook.pca_mean, codebook.pca_components))
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
@@ -94,8 +96,9 @@ def main(argv=None) -> int:
 
         # Range partitions by id hold near-equal numbers of images (hash partitions of a
         # few hundred images differed by +-25%, and the job waits for the largest).
-        results = (df.repartitionByRange(n_part, "id").sortWithinPartitions("id")
-                   .mapInArrow(encode_partition, TASK_RESULT_DDL).collect())
+        with parquet.spark_read_errors("image shard"):
+            results = (df.repartitionByRange(n_part, "id").sortWithinPartitions("id")
+                       .mapInArrow(encode_partition, TASK_RESULT_DDL).collect())
         rejects = commit_task_output([r.asDict() for r in results], tmp / "_attempts", tmp)
         n_rejected = len(rejects)
         if rejects:
@@ -106,6 +109,12 @@ def main(argv=None) -> int:
         stats = feature_stats(tmp, dim)
         wall = time.time() - t0
         n_done = sum(stats["counts"].values())
+        if n_done + n_rejected != n_images:
+            raise ValueError(
+                f"extraction accounted for {n_done} feature vectors + {n_rejected} rejects, but "
+                f"the image shards hold {n_images} images; nothing was written: check the "
+                f"image shards in {str(shards)!r} (re-run `bowsvm prepare`)."
+            )
         write_json_atomic(tmp / "manifest.json", {
             "stage": "extract",
             "feature_set": args.feature_set,

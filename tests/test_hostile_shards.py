@@ -445,3 +445,46 @@ def test_every_written_parquet_has_page_checksums(tmp_path):
         f.write_bytes(bytes(b))
         with pytest.raises(ValueError, match=f"'{f}' is corrupt or truncated .*CRC checksum"):
             parquet.read_table(f)
+
+
+# --------------------------------------------------------------- image shards read by extract
+
+def test_truncated_image_shard_refused_before_spark(extracted, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(extracted / "images", images)
+    shard = images / "shards" / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-64])
+    rc = bowsvm("extract", "--feature-set", PRESET, "--images", images, "--codebooks",
+                extracted / "codebooks", "--features", tmp_path / "features")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"image shard {str(shard)!r} is corrupt or truncated (ArrowInvalid: " in err
+    shard.unlink()
+    assert bowsvm("extract", "--feature-set", PRESET, "--images", images, "--codebooks",
+                  extracted / "codebooks", "--features", tmp_path / "features") == 2
+    assert "hold 50 rows but" in capsys.readouterr().err
+    assert not (tmp_path / "features" / PRESET).exists()
+
+
+def test_corrupt_page_in_image_shard_named_by_spark_job(extracted, tmp_path):
+    """A flipped byte in an image-shard page (CRC on, as Spark's writer does by default):
+    the Spark read verifies it and the job names the file."""
+    images = tmp_path / "images"
+    shutil.copytree(extracted / "images", images)
+    shard = images / "shards" / "part-00001.parquet"
+    pq.write_table(pq.read_table(shard), shard, write_page_checksum=True, use_dictionary=False,
+                   compression="none")
+    off, size = data_page(shard, "image")
+    b = bytearray(shard.read_bytes())
+    b[off + size - 100] ^= 0x01
+    shard.write_bytes(bytes(b))
+    proc = run_bowsvm("extract", "--feature-set", PRESET, "--images", images, "--codebooks",
+                      extracted / "codebooks", "--features", tmp_path / "features",
+                      "--master", "local[2]")
+    out = proc.stdout + proc.stderr  # spark-submit sends the driver's stderr to stdout today
+    assert proc.returncode == 2, out[-2000:]
+    assert (f"extract_features.py: error: image shard {str(shard)!r} is corrupt or truncated "
+            f"(Spark: org.apache.parquet.io.ParquetDecodingException: could not verify page "
+            f"integrity, CRC checksum verification failed)") in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "features" / PRESET).exists()

@@ -15,20 +15,27 @@ still read; pyarrow verifies only the pages that carry a checksum.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["WRITE_OPTIONS", "READ_OPTIONS", "named_errors", "open_file", "read_table",
-           "iter_batches", "write_table", "writer"]
+__all__ = ["WRITE_OPTIONS", "READ_OPTIONS", "SPARK_VERIFY_CONF", "named_errors", "open_file",
+           "read_table", "iter_batches", "spark_read_errors", "write_table", "writer"]
 
 #: Options added to every pyarrow Parquet write.
 WRITE_OPTIONS = {"write_page_checksum": True}
 
 #: Options added to every pyarrow Parquet read.
 READ_OPTIONS = {"page_checksum_verification": True}
+
+#: Hadoop setting that makes Spark's Parquet reader (parquet-java) verify page CRCs.
+SPARK_VERIFY_CONF = ("parquet.page.verify-checksum.enabled", "true")
+
+_SPARK_READ_FAILURE = re.compile(r"Encountered error while reading file (\S+?)\.?\s+(?:SQLSTATE|$)",
+                                 re.MULTILINE)
 
 
 @contextmanager
@@ -52,6 +59,37 @@ def named_errors(path, what: str = "Parquet file"):
             f"{what} {str(path)!r} is corrupt or truncated ({type(exc).__name__}: {msg}); "
             f"delete it and re-run the stage that wrote it."
         ) from exc
+
+
+@contextmanager
+def spark_read_errors(what: str = "Parquet file"):
+    """Re-raise a Spark job failure that names an unreadable input file as one ValueError.
+
+    Spark reports a corrupt Parquet input (bad page CRC, corrupt compressed
+    data) as a Java stack trace under "[FAILED_READ_FILE] Encountered error
+    while reading file PATH"; this keeps PATH and the first cause line.
+    Other exceptions pass through unchanged.
+
+    Raises
+    ------
+    ValueError
+        ``"<what> '<path>' is corrupt or truncated (...)"``.
+    """
+    try:
+        yield
+    except Exception as exc:  # py4j / pyspark errors: matched on their text
+        text = str(exc)
+        m = _SPARK_READ_FAILURE.search(text)
+        if m is None:
+            raise
+        path = m.group(1).removeprefix("file://")
+        causes = [ln.strip() for ln in text.splitlines()
+                  if ln.strip().startswith("Caused by:") and "reading file" not in ln]
+        cause = causes[-1].removeprefix("Caused by:").strip() if causes else "unreadable"
+        raise ValueError(
+            f"{what} {path!r} is corrupt or truncated (Spark: {cause}); delete it and re-run "
+            f"the stage that wrote it."
+        ) from None
 
 
 def open_file(path, what: str = "Parquet file", **kwargs) -> pq.ParquetFile:
