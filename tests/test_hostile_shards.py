@@ -162,9 +162,7 @@ def feats(extracted, tmp_path):
     return tmp_path / "features"
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_manifest_records_every_shard(extracted):
     from bowsvm.io.features import file_sha256
 
@@ -194,6 +192,7 @@ def test_manifest_records_every_shard(extracted):
         g.unlink()
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_tiny_image_is_a_reject_with_reason(extracted):
     folder = extracted / "features" / PRESET
     m = read_manifest(folder, stage="extract")
@@ -205,6 +204,7 @@ def test_tiny_image_is_a_reject_with_reason(extracted):
     assert sum(m["counts"].values()) + m["n_rejected"] == sum(N_PER_SPLIT.values()) + 2
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_corrupt_data_page_after_extraction(feats, tmp_path, capsys):
     """300 bytes overwritten inside a data page: the manifest's SHA-256 catches it."""
     shard = sorted((feats / PRESET / "train").glob("*.parquet"))[0]
@@ -215,6 +215,7 @@ def test_corrupt_data_page_after_extraction(feats, tmp_path, capsys):
     assert not (tmp_path / "m" / PRESET).exists()
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 @pytest.mark.parametrize("command", ["train", "score"])
 def test_corrupt_data_page_page_checksum(feats, tmp_path, capsys, command):
     """Same damage, but recorded in the manifest (hash matches): the page CRC catches it."""
@@ -235,6 +236,7 @@ def test_corrupt_data_page_page_checksum(feats, tmp_path, capsys, command):
             f"page integrity, CRC checksum verification failed") in err[0]
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_truncated_shard(feats, tmp_path, capsys):
     shard = sorted((feats / PRESET / "val").glob("*.parquet"))[-1]
     shard.write_bytes(shard.read_bytes()[:-100])
@@ -253,6 +255,7 @@ def test_truncated_shard(feats, tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_divergence_stops_training(feats, tmp_path, capsys):
     absurd = ("--eta0", "1e5", "--reg", "1e-6")  # reg * eta0 < 1, so accepted as options
     rc = train(feats, tmp_path / "m", "--epochs", "3", *absurd, name=PRESET)
@@ -449,6 +452,7 @@ def test_every_written_parquet_has_page_checksums(tmp_path):
 
 # --------------------------------------------------------------- image shards read by extract
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_truncated_image_shard_refused_before_spark(extracted, tmp_path, capsys):
     images = tmp_path / "images"
     shutil.copytree(extracted / "images", images)
@@ -466,6 +470,7 @@ def test_truncated_image_shard_refused_before_spark(extracted, tmp_path, capsys)
     assert not (tmp_path / "features" / PRESET).exists()
 
 
+@pytest.mark.slow  # runs the Spark codebook and extraction jobs (module fixture)
 def test_corrupt_page_in_image_shard_named_by_spark_job(extracted, tmp_path):
     """A flipped byte in an image-shard page (CRC on, as Spark's writer does by default):
     the Spark read verifies it and the job names the file."""
