@@ -270,7 +270,7 @@ def bench_convergence(a):
 
 def bench_memory(a):
     from bowsvm.io import atomic_output_dir, write_json_atomic
-    from bowsvm.io.features import write_shard
+    from bowsvm.io.features import shard_entries, write_shard
 
     tmp = Path(tempfile.mkdtemp(prefix="bowsvm-mem-"))
     feats = tmp / "features"
@@ -286,7 +286,7 @@ def bench_memory(a):
         write_json_atomic(out / "manifest.json", {
             "stage": "extract", "feature_set": "gen", "dim": a.d, "layout": "dense",
             "classes": [str(i) for i in range(a.classes)], "preset_hash": None,
-            "counts": {"train": a.n, "val": a.n_test}})
+            "counts": {"train": a.n, "val": a.n_test}, "shards": shard_entries(out)})
     del X, y
     # Peak RSS from /proc/self/status VmHWM: unlike getrusage's ru_maxrss it is
     # not inherited across fork+exec from this (large) benchmark process.

@@ -40,7 +40,7 @@ def generate(root: Path, name: str, rows: int, val_rows: int, dim: int, classes:
              sep: float, shard_rows: int, seed: int = 0) -> dict:
     """Write FEATURES/NAME (train, val) shard by shard; never holds more than one shard."""
     from bowsvm.io import atomic_output_dir, write_json_atomic
-    from bowsvm.io.features import write_shard
+    from bowsvm.io.features import shard_entries, write_shard
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((classes, dim), dtype=np.float32)
@@ -64,7 +64,8 @@ def generate(root: Path, name: str, rows: int, val_rows: int, dim: int, classes:
         write_json_atomic(tmp / "manifest.json", {
             "stage": "extract", "feature_set": name, "preset": "rehearsal", "preset_hash": None,
             "codebook_hash": None, "dim": dim, "layout": "dense",
-            "classes": [str(c) for c in range(classes)], "counts": counts})
+            "classes": [str(c) for c in range(classes)], "counts": counts,
+            "shards": shard_entries(tmp)})
     return counts
 
 

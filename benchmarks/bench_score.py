@@ -46,7 +46,7 @@ def main(argv=None):
     from bowsvm.evaluation.metrics import top_k_accuracy
     from bowsvm.evaluation.scoring import score_feature_set
     from bowsvm.io import atomic_output_dir, write_json_atomic
-    from bowsvm.io.features import write_shard
+    from bowsvm.io.features import shard_entries, write_shard
 
     rng = np.random.default_rng(0)
     n, d, C = a.n, a.dim, a.classes
@@ -68,7 +68,8 @@ def main(argv=None):
                 write_shard(f / "val" / f"part-{j:05d}.parquet", [str(i) for i in range(s, min(n, s + 1024))],
                             y[s:s + 1024], X[s:s + 1024], layout="dense")
             write_json_atomic(f / "manifest.json", {"stage": "extract", "dim": d, "classes": classes,
-                                                    "preset_hash": "h", "layout": "dense"})
+                                                    "preset_hash": "h", "layout": "dense",
+                                                    "shards": shard_entries(f)})
         with atomic_output_dir(tmp / "models" / "fs") as f:
             np.save(f / "coef.npy", W)
             np.save(f / "intercept.npy", np.zeros(C, np.float32))

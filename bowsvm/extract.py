@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from bowsvm.io import parquet
 from bowsvm.prepare import seeded_key
 
 # Test-only fault injection: when set, the first attempt of every even-numbered
@@ -39,6 +39,35 @@ def image_shard_dir(images) -> Path:
 
     read_manifest(images, stage="prepare")
     return Path(images) / "shards"
+
+
+def check_image_shards(images) -> list[Path]:
+    """The image shards of a `bowsvm prepare` folder, their footers read and counted.
+
+    Spark silently reads a Parquet file whose footer is cut off as an empty
+    file (measured: pyspark 4.x), so the extraction checks every shard's
+    footer itself, before Spark starts.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder is not a complete `bowsvm prepare` output.
+    ValueError
+        If a shard is corrupt or truncated (names it), or the shards' rows do
+        not add up to the manifest's ``n_images``.
+    """
+    from bowsvm.io import read_manifest
+
+    m = read_manifest(images, stage="prepare")
+    files = sorted(image_shard_dir(images).glob("*.parquet"))
+    n = sum(parquet.open_file(f, "image shard").metadata.num_rows for f in files)
+    if "n_images" in m and n != int(m["n_images"]):
+        raise ValueError(
+            f"the image shards in {str(image_shard_dir(images))!r} hold {n} rows but "
+            f"{str(Path(images) / 'manifest.json')!r} records n_images={m['n_images']}; a shard "
+            f"is missing or extra: re-run `bowsvm prepare`."
+        )
+    return files
 
 
 def rows_per_batch(preset: dict) -> int:
@@ -94,10 +123,27 @@ def output_schema(preset: dict) -> pa.Schema:
     return pa.schema(base + [("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float32()))])
 
 
+def too_small(gray: np.ndarray, preset: dict) -> str | None:
+    """Why an image is too small for the preset (no patch fits), or None.
+
+    A dense patch grid has ``(side - patch) // step + 1`` positions per axis,
+    none when a side is shorter than the patch; an image below the preset's
+    smallest patch would pool no descriptor at all and become the all-zero
+    vector, so extraction rejects it instead.
+    """
+    p = min(preset["descriptors"]["patch_sizes"])
+    h, w = gray.shape[:2]
+    if h >= p and w >= p:
+        return None
+    return (f"image too small: {w}x{h} px after decoding, below the preset's smallest patch "
+            f"of {p}x{p} px (no descriptor fits; it would become an all-zero feature vector)")
+
+
 def encode_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBatch:
     """Features of one batch of image-shard rows (columns id, label, split, image).
 
-    Images that fail to decode get an ``error`` and empty vectors.
+    Images that fail to decode, or are smaller than the preset's smallest
+    patch (:func:`too_small`), get an ``error`` and empty vectors.
     """
     from bowsvm.coding import encode_images
     from bowsvm.features import decode_image
@@ -109,12 +155,16 @@ def encode_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBatc
     grays, ok, errors = [], [], []
     for d in data:
         try:
-            grays.append(decode_image(d, max_side=preset["max_side"]))
-            ok.append(True)
-            errors.append(None)
+            g = decode_image(d, max_side=preset["max_side"])
         except Exception as exc:  # recorded per image, never fatal
             ok.append(False)
             errors.append(f"undecodable image: {type(exc).__name__}: {exc}")
+            continue
+        why = too_small(g, preset)
+        ok.append(why is None)
+        errors.append(why)
+        if why is None:
+            grays.append(g)
     results = encode_images(grays, preset, codebook) if grays else []
     it = iter(results)
     dense = preset["output"]["layout"] == "dense"
@@ -163,8 +213,8 @@ def extract_local(images, preset, codebook, splits=None, batch_rows: int | None 
     batch_rows = batch_rows or rows_per_batch(preset)
     out: dict[str, list] = {}
     for f in sorted(image_shard_dir(images).glob("*.parquet")):
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows,
-                                                 columns=["id", "label", "split", "image"]):
+        for rb in parquet.iter_batches(f, "image shard", batch_size=batch_rows,
+                                       columns=["id", "label", "split", "image"]):
             res = encode_batch(rb, preset, codebook).to_pylist()
             for r in res:
                 if r["error"] is None and (splits is None or r["split"] in splits):
@@ -185,29 +235,28 @@ def extract_local(images, preset, codebook, splits=None, batch_rows: int | None 
 
 
 def feature_stats(folder: Path, dim: int) -> dict:
-    """Rows per split, bytes on disk, and the mean non-zeros per row (from the first shard)."""
-    from bowsvm.io.features import table_to_features
+    """Rows per split, bytes on disk, per-shard entries, and the mean non-zeros per row.
 
-    counts, nbytes, files = {}, 0, 0
-    for split_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        if split_dir.name == "rejects":
-            continue
-        n = 0
-        for f in sorted(split_dir.glob("*.parquet")):
-            n += pq.ParquetFile(f).metadata.num_rows
-            nbytes += f.stat().st_size
-            files += 1
-        counts[split_dir.name] = n
+    ``shards`` is :func:`bowsvm.io.features.shard_entries` (path, rows, bytes,
+    SHA-256 of every shard); the mean non-zeros come from the first shard.
+    """
+    from bowsvm.io.features import shard_entries, split_names, table_to_features
+
+    entries = shard_entries(folder)
+    counts = {s: 0 for s in split_names(folder)}
+    for e in entries:
+        counts[e["split"]] += e["rows"]
+    nbytes, files = sum(e["bytes"] for e in entries), len(entries)
     nnz = None
     for split in ("train", *sorted(counts)):
         fs = sorted((folder / split).glob("*.parquet")) if split in counts else []
         if fs:
-            t = pq.read_table(fs[0])
+            t = parquet.read_table(fs[0], "feature shard")
             if t.num_rows:
                 _, _, X = table_to_features(t, dim)
                 nnz = float((X.getnnz() if hasattr(X, "getnnz") else np.count_nonzero(X)) / t.num_rows)
                 break
-    return {"counts": counts, "bytes_on_disk": nbytes, "n_shards": files,
+    return {"counts": counts, "bytes_on_disk": nbytes, "n_shards": files, "shards": entries,
             "mean_nnz": nnz, "density": (nnz / dim) if nnz is not None else None}
 
 
@@ -267,7 +316,7 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
                         close(split)
                     path = Path(attempts_dir) / split / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    st = writers[split] = [pq.ParquetWriter(path, part.schema), path, 0, k]
+                    st = writers[split] = [parquet.writer(path, part.schema), path, 0, k]
                 take = min(part.num_rows - start, rows_per_file - st[2])
                 st[0].write_table(part.slice(start, take))
                 st[2] += take

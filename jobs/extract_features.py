@@ -32,14 +32,14 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from bowsvm.coding import Codebook, check_codebook
     from bowsvm.extract import (
-        TASK_RESULT_DDL, commit_task_output, encode_batch, feature_set_preset, feature_stats,
-        image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
+        TASK_RESULT_DDL, check_image_shards, commit_task_output, encode_batch, feature_set_preset,
+        feature_stats, image_shard_dir, maybe_inject_failure, rows_per_batch, write_task_output,
     )
-    from bowsvm.io import atomic_output_dir, read_manifest, require_manifest_match, write_json_atomic
+    from bowsvm.io import (
+        atomic_output_dir, parquet, read_manifest, require_manifest_match, write_json_atomic,
+    )
     from bowsvm.io.atomic import prepare_target
     from bowsvm.spark import SparkProgress, build_session
 
@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     preset, phash = feature_set_preset(args.preset or args.feature_set)
     shards = image_shard_dir(args.images)
     images_manifest = read_manifest(args.images, stage="prepare")
+    check_image_shards(args.images)
     cb_dir = Path(args.codebooks) / args.feature_set
     cb_manifest = read_manifest(cb_dir, stage="codebook")
     require_manifest_match(f"codebook {str(cb_dir)!r}", {"preset_hash": phash}, cb_manifest)
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     })
     sc = spark.sparkContext
+    sc._jsc.hadoopConfiguration().set(*parquet.SPARK_VERIFY_CONF)  # page CRCs of image shards
     t_started = time.time()
     cb_arrays = sc.broadcast((codebook.bases, codebook.pca_mean, codebook.pca_components))
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
@@ -96,18 +98,25 @@ def main(argv=None) -> int:
 
         # Range partitions by id hold near-equal numbers of images (hash partitions of a
         # few hundred images differed by +-25%, and the job waits for the largest).
-        results = (df.repartitionByRange(n_part, "id").sortWithinPartitions("id")
-                   .mapInArrow(encode_partition, TASK_RESULT_DDL).collect())
+        with parquet.spark_read_errors("image shard"):
+            results = (df.repartitionByRange(n_part, "id").sortWithinPartitions("id")
+                       .mapInArrow(encode_partition, TASK_RESULT_DDL).collect())
         rejects = commit_task_output([r.asDict() for r in results], tmp / "_attempts", tmp)
         n_rejected = len(rejects)
         if rejects:
             (tmp / "rejects").mkdir()
-            pq.write_table(pa.Table.from_pylist(
+            parquet.write_table(pa.Table.from_pylist(
                 [{k: r[k] for k in ("id", "label", "split", "error")} for r in rejects]),
                 tmp / "rejects" / "part-00000.parquet")
         stats = feature_stats(tmp, dim)
         wall = time.time() - t0
         n_done = sum(stats["counts"].values())
+        if n_done + n_rejected != n_images:
+            raise ValueError(
+                f"extraction accounted for {n_done} feature vectors + {n_rejected} rejects, but "
+                f"the image shards hold {n_images} images; nothing was written: check the "
+                f"image shards in {str(shards)!r} (re-run `bowsvm prepare`)."
+            )
         write_json_atomic(tmp / "manifest.json", {
             "stage": "extract",
             "feature_set": args.feature_set,
@@ -121,6 +130,7 @@ def main(argv=None) -> int:
             "counts": stats["counts"],
             "n_rejected": n_rejected,
             "n_shards": stats["n_shards"],
+            "shards": stats["shards"],
             "bytes_on_disk": stats["bytes_on_disk"],
             "mean_nnz": stats["mean_nnz"],
             "density": stats["density"],

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
         write_model,
     )
     from bowsvm.commands.train import hyper_from_args
+    from bowsvm.io.arrays import load_npz
     from bowsvm.io.atomic import prepare_target
     from bowsvm.io.features import shard_files
     from bowsvm.spark import build_session
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
 
     def gathered(epoch):
         folder = staging / f"epoch-{epoch:04d}"
-        parts = [np.load(folder / f"group-{g:05d}.npz", allow_pickle=False) for g, _, _ in results]
+        parts = [load_npz(folder / f"group-{g:05d}.npz", "group weights file") for g, _, _ in results]
         return (np.concatenate([p["coef"] for p in parts]),
                 np.concatenate([p["intercept"] for p in parts]))
 

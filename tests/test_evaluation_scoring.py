@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from bowsvm.cli import main
 from bowsvm.evaluation.scoring import decision_scores, load_model, read_scores, score_feature_set
 from bowsvm.io import atomic_output_dir, write_json_atomic
-from bowsvm.io.features import write_shard
+from bowsvm.io.features import shard_entries, write_shard
 
 CLASSES = [f"class_{c:02d}" for c in range(7)]
 
@@ -40,7 +40,7 @@ def make_feature_set(root, name, dim, classes=CLASSES, splits=None, layout="dens
             data[split] = (np.array(ids, dtype=object), labels, X)
         m = {"stage": "extract", "feature_set": name, "preset": name, "preset_hash": preset_hash,
              "codebook_hash": "cb0", "dim": dim, "layout": layout, "classes": list(classes),
-             "counts": {s: n for s, n in splits.items()}}
+             "counts": {s: n for s, n in splits.items()}, "shards": shard_entries(tmp)}
         m.update(extra or {})
         write_json_atomic(tmp / "manifest.json", m)
     return data

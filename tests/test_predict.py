@@ -21,7 +21,7 @@ from bowsvm.cli import main
 from bowsvm.evaluation.fusion import read_fused
 from bowsvm.evaluation.predict import Predictor, list_image_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
-from bowsvm.io.features import write_shard
+from bowsvm.io.features import shard_entries, write_shard
 from test_evaluation_scoring import make_model, score_and_fuse
 
 KEEP = [0, 1, 5, 7, 8]  # T-shirt, Trouser, Sandal, Sneaker, Bag
@@ -89,7 +89,8 @@ def pipeline(tmp_path_factory, fashion_dir):
                 **extra, "stage": "extract", "feature_set": name, "preset": pname,
                 "preset_hash": preset_hash(preset), "codebook_hash": cb.hash, "dim": dim,
                 "layout": layout, "classes": CLASSES,
-                "counts": {s: len(d[0]) for s, d in data.items()}})
+                "counts": {s: len(d[0]) for s, d in data.items()},
+                "shards": shard_entries(tmp)})
         clf = LinearSVC(C=1.0, random_state=0).fit(feats["train"], data["train"][1])
         make_model(root / "models", name, clf.coef_, clf.intercept_, classes=CLASSES,
                    preset_hash=preset_hash(preset))

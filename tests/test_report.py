@@ -17,7 +17,7 @@ from PIL import Image
 from bowsvm.cli import main
 from bowsvm.evaluation.report import build_report, fmt_pct, image_shard_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
-from bowsvm.io.features import write_shard
+from bowsvm.io.features import shard_entries, write_shard
 from test_evaluation_scoring import make_model, score_and_fuse
 
 N_CLASSES = 12
@@ -52,7 +52,8 @@ def _pipeline(root, n_sets=2, with_sgd=True, with_images=True):
             write_json_atomic(tmp / "manifest.json", {
                 "stage": "extract", "feature_set": name, "preset": f"quick-{lay}",
                 "preset_hash": f"h{k}", "dim": dim, "layout": lay, "classes": CLASSES,
-                "counts": splits, "timings": {"total": 12.5 + k}})
+                "counts": splits, "timings": {"total": 12.5 + k},
+                "shards": shard_entries(tmp)})
         epochs = 5
         asgd = [{"epoch": e, "t": 60 * e, "objective": 1.0 / (e + 1) + 0.2 + 0.1 * k,
                  "top1": 0.5 + 0.05 * e - 0.1 * k,

@@ -21,7 +21,7 @@ from bowsvm.asgd.streaming import (
     scan_split,
 )
 from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
-from bowsvm.io.features import write_shard
+from bowsvm.io.features import shard_entries, write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,8 +56,17 @@ def make_feature_set(root, name="fs", n=(300, 90), d=24, C=6, layout="dense", se
             "stage": "extract", "feature_set": name, "preset": "test", "preset_hash": "abc",
             "codebook_hash": "def", "dim": dim or d, "layout": layout,
             "classes": [f"c{i}" for i in range(C)], "counts": counts,
+            "shards": shard_entries(tmp),
         })
     return Path(root)
+
+
+def reseal(folder):
+    """Record rewritten shards in the manifest (as if the extractor had written them),
+    so the checks behind the manifest's shard entries are the ones under test."""
+    m = read_manifest(folder)
+    m["shards"] = shard_entries(folder)
+    write_json_atomic(Path(folder) / "manifest.json", m)
 
 
 def train(features, models, *extra):
@@ -295,6 +304,7 @@ def test_spark_style_variable_lists(tmp_path, capsys):
         var = pa.ListArray.from_arrays(pa.array(np.arange(len(x) + 1, dtype=np.int32) * 24),
                                        x.flatten())
         pq.write_table(t.set_column(2, "x", var), f)
+    reseal(feats / "fs")
     assert train(feats, tmp_path / "m", "--epochs", "1", "--eta0", "0.1") == 0
     assert load(tmp_path / "m")[3][0]["top1"] > 0.7
     f = feats / "fs" / "train" / "part-00001.parquet"
@@ -302,6 +312,7 @@ def test_spark_style_variable_lists(tmp_path, capsys):
     rows = t.column("x").to_pylist()
     rows[7] = rows[7][:20]
     pq.write_table(t.set_column(2, "x", pa.array(rows, pa.list_(pa.float32()))), f)
+    reseal(feats / "fs")
     assert train(feats, tmp_path / "m2", "--epochs", "1", "--eta0", "0.1") == 2
     assert "part-00001.parquet' holds feature rows whose length is not dim=24" in capsys.readouterr().err
 
@@ -313,6 +324,7 @@ def test_shard_with_other_preset_hash(tmp_path, capsys):
     f = feats / "fs" / "train" / "part-00001.parquet"
     t = pq.read_table(f)
     pq.write_table(t.replace_schema_metadata({"preset_hash": "zzz"}), f)
+    reseal(feats / "fs")
     assert train(feats, tmp_path / "m", "--epochs", "1", "--eta0", "0.1") == 2
     err = capsys.readouterr().err
     assert "part-00001.parquet' was built with preset hash 'zzz', but the manifest says 'abc'" in err

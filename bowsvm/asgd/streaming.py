@@ -30,20 +30,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from bowsvm._validation import check_int
 from bowsvm.asgd import _kernels
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit
 from bowsvm.asgd.core import GroupState, Hyper, train_chunk
-from bowsvm.io import atomic_output_dir, content_hash, read_manifest, write_json_atomic
-from bowsvm.io.features import iter_shard_batches, shard_files, table_to_features
+from bowsvm.io import atomic_output_dir, content_hash, parquet, read_manifest, write_json_atomic
+from bowsvm.io.arrays import load_npz
+from bowsvm.io.features import (
+    check_feature_values, iter_shard_batches, shard_files, value_bound, verified_shard_files,
+)
 
 __all__ = [
     "FeatureSet",
     "SplitInfo",
     "auto_eta0",
+    "check_divergence",
     "gather",
     "calibrate_eta0",
     "class_groups",
@@ -67,6 +70,10 @@ _CHUNK_COPIES = 5
 
 #: Decoded Parquet row groups alive at once (the trainer's and the read-ahead's).
 _ROW_GROUP_COPIES = 2
+
+#: Training stops when an epoch's objective exceeds this multiple of the
+#: zero-weight objective (1.0: every hinge loss is 1), or is not finite.
+DIVERGENCE_FACTOR = 100.0
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
           "G": 1 << 30, "GB": 1 << 30, "T": 1 << 40, "TB": 1 << 40}
@@ -110,6 +117,7 @@ class SplitInfo:
     files: list
     rows: list
     counts: np.ndarray
+    bound: float | None = None  # largest |value| the preset allows (None: no bound)
 
     @property
     def n(self) -> int:
@@ -140,29 +148,37 @@ def open_feature_set(features_root, name: str) -> FeatureSet:
                       m.get("preset_hash"))
 
 
-def scan_split(fs: FeatureSet, split: str, *, require_all_classes: bool = False) -> SplitInfo:
-    """Check every shard of a split from its schema and labels (no feature data read).
+def scan_split(fs: FeatureSet, split: str, *, require_all_classes: bool = False,
+               check_hash: bool = True) -> SplitInfo:
+    """Check every shard of a split against the manifest, its schema and labels.
+
+    The shards on disk must be exactly the manifest's ``shards`` entries for
+    the split, with their recorded sizes, row counts and (with ``check_hash``)
+    SHA-256 (:func:`bowsvm.io.features.verified_shard_files`); feature data
+    is otherwise not decoded here.
 
     Raises
     ------
     ValueError
-        If the split has no rows, a shard's dimension, layout or preset hash
-        differs from the manifest, a label is outside the class list, or
-        (with ``require_all_classes``) a class has no example.
+        If the manifest has no shard entries, a shard is missing, extra,
+        changed or corrupt, the split has no rows, a shard's dimension, layout
+        or preset hash differs from the manifest, a label is outside the class
+        list, or (with ``require_all_classes``, i.e. for training) a class has
+        no example or there are fewer than 2 classes.
     """
-    files = shard_files(fs.folder, split)
+    files = verified_shard_files(fs.folder, fs.manifest, split, check_hash=check_hash)
     C = len(fs.classes)
     counts = np.zeros(C, dtype=np.int64)
     rows = []
     for f in files:
-        pf = pq.ParquetFile(f)
+        pf = parquet.open_file(f, "feature shard")
         schema = pf.schema_arrow
         if fs.layout == "dense":
             if "x" not in schema.names:
                 raise ValueError(f"shard {str(f)!r} has no column 'x' but the feature set is dense.")
             size = getattr(schema.field("x").type, "list_size", None)
             if size is None and pf.metadata.num_rows:  # variable list (Spark): first row
-                first = next(pf.iter_batches(batch_size=1, columns=["x"]))
+                first = next(parquet.iter_batches(f, "feature shard", batch_size=1, columns=["x"]))
                 size = len(first.column(0)[0])
             if size is not None and size != fs.dim:
                 raise ValueError(
@@ -178,7 +194,7 @@ def scan_split(fs: FeatureSet, split: str, *, require_all_classes: bool = False)
                 f"shard {str(f)!r} was built with preset hash {ph.decode()!r}, but the manifest "
                 f"says {fs.preset_hash!r}; re-extract the feature set."
             )
-        lab = pf.read(columns=["label"]).column("label").to_numpy()
+        lab = parquet.read_table(f, "feature shard", columns=["label"]).column("label").to_numpy()
         bad = np.flatnonzero((lab < 0) | (lab >= C))
         if bad.size:
             raise ValueError(
@@ -187,7 +203,13 @@ def scan_split(fs: FeatureSet, split: str, *, require_all_classes: bool = False)
             )
         counts += np.bincount(lab, minlength=C)
         rows.append(int(lab.shape[0]))
-    info = SplitInfo(split, files, rows, counts)
+    info = SplitInfo(split, files, rows, counts, value_bound(fs.manifest))
+    if require_all_classes and C < 2:
+        raise ValueError(
+            f"feature set {fs.name!r} has {C} class ({fs.classes}); a one-vs-all classifier "
+            f"needs at least 2 classes (it would score top-1 1.0 without learning anything): "
+            f"prepare the images with two or more classes."
+        )
     if info.n == 0:
         raise ValueError(
             f"split {split!r} of feature set {fs.name!r} is empty (no rows in "
@@ -220,8 +242,8 @@ def rows_per_chunk(fs: FeatureSet, info: SplitInfo, budget_bytes: int) -> int:
             nnz.append(X.nnz / max(X.shape[0], 1))
             break
         row_bytes = int(max(nnz[0] if nnz else 1.0, 1.0) * 12) + 64
-    rg = max((pq.ParquetFile(f).metadata.row_group(i).total_byte_size
-              for f in info.files for i in range(pq.ParquetFile(f).metadata.num_row_groups)),
+    metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
+    rg = max((md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
              default=0)
     room = budget_bytes - _ROW_GROUP_COPIES * rg
     if room < budget_bytes // 4:
@@ -241,32 +263,14 @@ def rows_per_chunk(fs: FeatureSet, info: SplitInfo, budget_bytes: int) -> int:
     return int(rows)
 
 
-def _check_finite(path, row0, X):
-    data = X.data if sp.issparse(X) else X
-    if data.size and not np.isfinite(data).all():
-        if sp.issparse(X):
-            k = int(np.flatnonzero(~np.isfinite(X.data))[0])
-            r = int(np.searchsorted(X.indptr, k, side="right") - 1)
-        else:
-            r = int(np.argwhere(~np.isfinite(X))[0][0])
-        raise ValueError(
-            f"shard {str(path)!r} row {row0 + r} holds NaN or Inf features; "
-            f"re-extract that shard."
-        )
-
-
 def _lean_batches(path, dim, rows):
-    """Like :func:`bowsvm.io.features.iter_shard_batches`, with less buffering.
+    """:func:`bowsvm.io.features.iter_shard_batches` with less buffering.
 
     No pre-buffering, a 1 MB read buffer and no decode threads: measured about
     50 MB less peak RSS per 65 MB row group. Parquet row groups are still
     decoded whole, so a shard's row-group size adds to the memory budget.
     """
-    import pyarrow as pa
-
-    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    for rb in pf.iter_batches(batch_size=rows, use_threads=False):
-        yield table_to_features(pa.Table.from_batches([rb]), dim)
+    return iter_shard_batches(path, dim, rows, lean=True)
 
 
 def _batches(path, dim, rows):
@@ -276,7 +280,10 @@ def _batches(path, dim, rows):
             item = next(it)
         except StopIteration:
             return
-        except ValueError as exc:  # a dense row of another length cannot be reshaped
+        except ValueError as exc:
+            if str(path) in str(exc):  # corrupt file, already named
+                raise
+            # a dense row of another length cannot be reshaped
             raise ValueError(
                 f"shard {str(path)!r} holds feature rows whose length is not dim={dim} "
                 f"({exc}); re-extract that shard."
@@ -293,15 +300,16 @@ def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
     Raises
     ------
     ValueError
-        If a chunk holds NaN/Inf (names the shard and row) or a sparse index
-        outside ``[0, dim)``.
+        If a chunk holds NaN/Inf or a value beyond ``info.bound`` (names the
+        shard and row), a sparse index outside ``[0, dim)``, or a shard is
+        corrupt (page checksum, truncation; names the shard).
     """
     order = rng.permutation(len(info.files)) if rng is not None else range(len(info.files))
     for fi in order:
         path = info.files[fi]
         row0 = 0
         for _, labels, X in _batches(path, dim, rows):
-            _check_finite(path, row0, X)
+            check_feature_values(path, row0, X, info.bound)
             if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or X.indices.max() >= dim):
                 raise ValueError(f"shard {str(path)!r} has a feature index outside [0, {dim}).")
             n = labels.shape[0]
@@ -311,6 +319,20 @@ def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
                 labels = labels[perm]
             row0 += n
             yield path, labels, X
+
+
+def _first_rows(info: SplitInfo, dim: int, rows: int, n: int):
+    """``(path, labels, X)`` of the first ``min(n, info.n)`` rows in stored order (checked)."""
+    labels, Xs, got = [], [], 0
+    for _, lab, X in iter_chunks(info, dim, min(rows, n)):
+        take = min(n - got, lab.shape[0])
+        labels.append(lab[:take])
+        Xs.append(X[:take])
+        got += take
+        if got >= n:
+            break
+    X = sp.vstack(Xs, format="csr") if sp.issparse(Xs[0]) else np.concatenate(Xs)
+    return None, np.concatenate(labels), X
 
 
 def read_ahead(gen, depth: int = 1):
@@ -432,6 +454,28 @@ def _objective_parts(W, b, X, y, row_class, reg):
     return float(np.mean(0.5 * reg * sq + loss / max(X.shape[0], 1)))
 
 
+def check_divergence(epoch: int, objective: float, where: str, hyper: Hyper) -> None:
+    """Stop training whose objective is not finite or far above the zero-weight one.
+
+    With w = 0 and b = 0 every hinge loss is 1, so the one-vs-all objective is
+    1.0; a run whose objective after an epoch exceeds
+    ``DIVERGENCE_FACTOR`` (100) times that, or is NaN/Inf, has diverged.
+
+    Raises
+    ------
+    ValueError
+        Naming the epoch, the objective and the step/regularisation to lower.
+    """
+    if np.isfinite(objective) and objective <= DIVERGENCE_FACTOR:
+        return
+    raise ValueError(
+        f"training diverged: after epoch {epoch} the {where} objective is {objective:.4g} "
+        f"(the all-zero model scores 1.0; the limit is {DIVERGENCE_FACTOR:g}) with "
+        f"eta0={hyper.eta0:g}, reg={hyper.reg:g}; retry with a smaller --eta0 (e.g. "
+        f"{hyper.eta0 / 10:g}, or --eta0 auto) or a smaller --reg. No model was written."
+    )
+
+
 def evaluate(groups_wb, info: SplitInfo, dim: int, rows: int, reg: float) -> dict:
     """Top-1, top-5 and the one-vs-all objective of a model on one split.
 
@@ -516,8 +560,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig):
             f"checkpoint {str(path)!r} was written with different settings ({diffs}); "
             f"rerun with the same options, or without --resume to start over."
         )
-    with np.load(path / meta["state"], allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = load_npz(path / meta["state"], "training checkpoint")
     states = {}
     for g in sorted({int(k.split("_")[0][1:]) for k in arrays}):
         states[g] = GroupState.from_arrays(arrays, prefix=f"g{g}_")
@@ -594,6 +637,9 @@ def train_feature_set(fs: FeatureSet, *, hyper: Hyper, epochs: int = 5, seed: in
             done, log_rows = 0, []
             states = {g: GroupState(parts[g], fs.dim, np.float32, averaged=hyper.averaged)
                       for g in todo}
+        # Without a validation split, divergence is judged on the first rows of the
+        # train split (stored order), on the classes trained here.
+        probe = None if val is not None else _first_rows(train, fs.dim, rows, 1000)
         for epoch in range(done + 1, epochs + 1):
             t0 = time.perf_counter()
             rng = np.random.default_rng([seed, epoch])
@@ -608,9 +654,16 @@ def train_feature_set(fs: FeatureSet, *, hyper: Hyper, epochs: int = 5, seed: in
             if val is not None:
                 ev = evaluate([states[g].averaged() for g in todo], val, fs.dim, rows, hyper.reg)
                 row.update(top1=ev["top1"], top5=ev["top5"], objective=ev["objective"])
+                judged = (ev["objective"], "val")
+            else:
+                W, b = (np.concatenate(a) for a in zip(*(states[g].averaged() for g in todo)))
+                rc = np.concatenate([parts[g] for g in todo])
+                judged = (_objective_parts(W, b, probe[2], probe[1], rc, hyper.reg),
+                          f"train-sample ({probe[1].shape[0]} rows)")
             log_rows.append(row)
             if progress is not None:
                 progress(row)
+            check_divergence(epoch, *judged, hyper)
             if on_epoch is not None:
                 on_epoch(epoch, states)
             if ckpt is not None:

@@ -183,7 +183,8 @@ class Codebook:
         FileNotFoundError
             If the .npz or .json file is missing.
         ValueError
-            If the arrays do not match the hash recorded in the JSON metadata.
+            If the .npz is corrupt or holds object arrays (names the file), or
+            the arrays do not match the hash recorded in the JSON metadata.
         """
         npz, js = cls._paths(path)
         if not npz.exists():
@@ -195,8 +196,9 @@ class Codebook:
             raise FileNotFoundError(f"codebook metadata {str(js)!r} is missing.")
         with open(js) as f:
             md = json.load(f)
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
+        from bowsvm.io.arrays import load_npz
+
+        arrays = load_npz(npz, "codebook file")
         if "bases" not in arrays:
             raise ValueError(f"{str(npz)!r} holds no 'bases' array; not a codebook file.")
         cb = cls(

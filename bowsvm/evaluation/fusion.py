@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from bowsvm._validation import check_int
 from bowsvm.evaluation.metrics import check_scores_labels, top_k_accuracy
@@ -56,7 +55,7 @@ from bowsvm.evaluation.scoring import (
     read_scores_file,
     scores_table,
 )
-from bowsvm.io import atomic_output_dir, content_hash, read_manifest, write_json_atomic
+from bowsvm.io import atomic_output_dir, content_hash, parquet, read_manifest, write_json_atomic
 from bowsvm.io.atomic import check_target
 
 __all__ = [
@@ -494,7 +493,7 @@ def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"
     }
     with atomic_output_dir(out, overwrite, "fuse", inputs, "--out") as tmp:
         for split, (ids, y, F) in fused.items():
-            pq.write_table(scores_table(ids, y, F), tmp / f"{split}.parquet", **PARQUET_OPTIONS)
+            parquet.write_table(scores_table(ids, y, F), tmp / f"{split}.parquet", **PARQUET_OPTIONS)
         write_json_atomic(tmp / "weights.json", model.to_json())
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / "manifest.json", manifest)

@@ -125,9 +125,7 @@ def _dir_size(folder: Path) -> int:
 
 def _sparsity(folder: Path, m: dict):
     """Mean fraction of non-zeros over a sample of rows, or None."""
-    import pyarrow.parquet as pq
-
-    from bowsvm.io.features import shard_files, table_to_features
+    from bowsvm.io.features import iter_shard_batches, shard_files
 
     dim = int(m.get("dim", 0) or 0)
     if dim <= 0:
@@ -136,11 +134,7 @@ def _sparsity(folder: Path, m: dict):
         files = shard_files(folder, split)
         if not files:
             continue
-        pf = pq.ParquetFile(files[0])
-        for rb in pf.iter_batches(batch_size=512):
-            import pyarrow as pa
-
-            _, _, X = table_to_features(pa.Table.from_batches([rb]), dim)
+        for _, _, X in iter_shard_batches(files[0], dim, 512):
             if X.shape[0] == 0:
                 continue
             nnz = X.count_nonzero() if hasattr(X, "count_nonzero") else np.count_nonzero(X)

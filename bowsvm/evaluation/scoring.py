@@ -23,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from bowsvm._validation import check_array, check_int
 from bowsvm.io import atomic_output_dir, content_hash, read_manifest
+from bowsvm.io import parquet
+from bowsvm.io.arrays import load_npy
 from bowsvm.io.atomic import check_target
-from bowsvm.io.features import iter_shard_batches, shard_files
+from bowsvm.io.features import (
+    check_feature_values, iter_shard_batches, value_bound, verified_shard_files,
+)
 
 __all__ = [
     "LinearModel",
@@ -121,13 +124,14 @@ def load_model(folder) -> LinearModel:
     FileNotFoundError
         If the folder is missing or incomplete.
     ValueError
-        If the manifest is not a "train" manifest or the arrays' shapes do not
+        If the manifest is not a "train" manifest, an array file is corrupt or
+        holds object arrays (names the file), or the arrays' shapes do not
         agree with each other or with the manifest's ``dim`` and ``classes``.
     """
     folder = Path(folder)
     m = read_manifest(folder, stage="train")
-    coef = np.load(folder / "coef.npy", allow_pickle=False)
-    intercept = np.load(folder / "intercept.npy", allow_pickle=False)
+    coef = load_npy(folder / "coef.npy", "model file")
+    intercept = load_npy(folder / "intercept.npy", "model file")
     if coef.ndim != 2 or intercept.ndim != 1 or coef.shape[0] != intercept.shape[0]:
         raise ValueError(
             f"model {str(folder)!r} is inconsistent: coef.npy has shape {coef.shape} and "
@@ -231,7 +235,7 @@ def write_scores(folder, ids, labels, scores, manifest: dict, overwrite: bool = 
     from bowsvm.io import write_json_atomic
 
     with atomic_output_dir(folder, overwrite=overwrite) as tmp:
-        pq.write_table(scores_table(ids, labels, scores), tmp / SCORES_FILE, **PARQUET_OPTIONS)
+        parquet.write_table(scores_table(ids, labels, scores), tmp / SCORES_FILE, **PARQUET_OPTIONS)
         write_json_atomic(tmp / "manifest.json", manifest)
     return Path(folder)
 
@@ -258,9 +262,10 @@ def read_scores_file(path, n_classes: int):
     Raises
     ------
     ValueError
-        If the stored score vectors do not have ``n_classes`` entries.
+        If the file is corrupt or truncated (page checksums are verified), or
+        the stored score vectors do not have ``n_classes`` entries.
     """
-    t = pq.read_table(path)
+    t = parquet.read_table(path, "scores file")
     n = t.num_rows
     ids = np.asarray(t.column("id").to_pylist(), dtype=object)
     labels = t.column("label").to_numpy().astype(np.int64)
@@ -307,9 +312,13 @@ def _first_difference(a: list, b: list) -> str:
     return f"one list is a prefix of the other (lengths {len(a)} and {len(b)})"
 
 
-def _batches(files, dim, batch_rows):
+def _batches(files, dim, batch_rows, bound):
     for f in files:
-        yield from iter_shard_batches(f, dim, batch_rows)
+        row0 = 0
+        for ids, labels, X in iter_shard_batches(f, dim, batch_rows):
+            check_feature_values(f, row0, X, bound)
+            row0 += len(ids)
+            yield ids, labels, X
 
 
 def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, split: str,
@@ -342,7 +351,10 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     ValueError
         If the model does not match the features (dim, classes, preset hash, and
         codebook hash when both manifests record one), or the output is, contains
-        or lies inside the feature or model folder.
+        or lies inside the feature or model folder; if the split's shards are
+        not exactly the manifest's (missing, extra, duplicated, changed size,
+        rows or SHA-256), are corrupt, or hold values the preset's
+        normalisation does not allow (names the shard and row).
     """
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     fdir = Path(features_dir) / feature_set
@@ -352,7 +364,7 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     feat_m = read_manifest(fdir, stage="extract")
     model = load_model(mdir)
     _check_compatible(feat_m, model, fdir, mdir)
-    files = shard_files(fdir, split)
+    files = verified_shard_files(fdir, feat_m, split)
     if not files:
         raise FileNotFoundError(
             f"feature set {str(fdir)!r} has no shards for split {split!r} "
@@ -366,9 +378,10 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     n = 0
     coef_t = None
     with atomic_output_dir(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT") as tmp:
-        writer = pq.ParquetWriter(tmp / SCORES_FILE, scores_schema(C), **PARQUET_OPTIONS)
+        writer = parquet.writer(tmp / SCORES_FILE, scores_schema(C), **PARQUET_OPTIONS)
         try:
-            for ids, labels, X in read_ahead(_batches(files, dim, batch_rows), depth=2):
+            for ids, labels, X in read_ahead(_batches(files, dim, batch_rows, value_bound(feat_m)),
+                                             depth=2):
                 if len(ids) == 0:
                     continue
                 if sp.issparse(X) and coef_t is None:

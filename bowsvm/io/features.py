@@ -12,14 +12,23 @@ plus ``values`` (list<float32>) (layout "sparse").
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from bowsvm.io import parquet
+
 LAYOUTS = ("dense", "sparse")
+
+#: Largest |value| a feature may hold under per-block L2 normalisation, with
+#: room for float32 rounding of the division by the norm.
+L2_BOUND = 1.0 + 1e-5
+
+#: Folders of a feature-set folder that are not splits.
+NOT_SPLITS = ("rejects",)
 
 
 def feature_schema(dim: int, layout: str) -> pa.Schema:
@@ -92,12 +101,180 @@ def shard_files(folder, split: str) -> list[Path]:
 
 
 def write_shard(path, ids, labels, X, layout: str | None = None) -> None:
-    """Write one feature shard (used by tests and local tools; Spark writes its own)."""
-    pq.write_table(features_to_table(ids, labels, X, layout), path)
+    """Write one feature shard, page checksums on (tests and local tools; the
+    extraction job writes through :func:`bowsvm.io.parquet.writer` too)."""
+    parquet.write_table(features_to_table(ids, labels, X, layout), path)
 
 
-def iter_shard_batches(path, dim: int, batch_rows: int = 4096):
-    """Yield (ids, labels, X) batches of at most ``batch_rows`` rows from one shard."""
-    pf = pq.ParquetFile(path)
-    for rb in pf.iter_batches(batch_size=batch_rows):
+def iter_shard_batches(path, dim: int, batch_rows: int = 4096, lean: bool = False):
+    """Yield (ids, labels, X) batches of at most ``batch_rows`` rows from one shard.
+
+    Page checksums are verified; a corrupt or truncated file raises a
+    ValueError naming it (:mod:`bowsvm.io.parquet`). ``lean`` reads with no
+    pre-buffering, a 1 MB buffer and no decode threads (less peak memory).
+    """
+    fopts = {"pre_buffer": False, "buffer_size": 1 << 20} if lean else {}
+    for rb in parquet.iter_batches(path, "feature shard", file_options=fopts,
+                                   batch_size=batch_rows, use_threads=not lean):
         yield table_to_features(pa.Table.from_batches([rb]), dim)
+
+
+# --------------------------------------------------------------- shard entries
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in 4 MB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def split_names(folder) -> list[str]:
+    """The split folders of a feature-set folder (not hidden, not ``rejects``)."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith((".", "_")) and p.name not in NOT_SPLITS)
+
+
+def shard_entries(folder) -> list[dict]:
+    """The manifest's ``shards`` list for a complete feature-set folder.
+
+    One entry per ``SPLIT/*.parquet`` file, sorted by path: ``split``, ``path``
+    (relative to ``folder``, with ``/``), ``rows`` (from the Parquet footer),
+    ``bytes`` and ``sha256`` (of the whole file).
+
+    Raises
+    ------
+    ValueError
+        If a shard's footer cannot be read (names the file).
+    """
+    folder = Path(folder)
+    out = []
+    for split in split_names(folder):
+        for f in shard_files(folder, split):
+            rows = parquet.open_file(f, "feature shard").metadata.num_rows
+            out.append({"split": split, "path": f.relative_to(folder).as_posix(), "rows": int(rows),
+                        "bytes": int(f.stat().st_size), "sha256": file_sha256(f)})
+    return out
+
+
+def verified_shard_files(folder, manifest: dict, split: str, *, check_hash: bool = True) -> list[Path]:
+    """The shards of ``split``, checked against the manifest's ``shards`` entries.
+
+    The files on disk must be exactly the manifest's for that split (same
+    names), each with the recorded size and footer row count, and (with
+    ``check_hash``) the recorded SHA-256.
+
+    Returns
+    -------
+    list of Path, sorted by name (empty if the manifest lists none for the split).
+
+    Raises
+    ------
+    ValueError
+        If the manifest has no ``shards`` entries (written before they were
+        recorded: re-extract), lists a path twice, a listed shard is missing, a
+        file on disk is not listed (a copy of a listed one is said so), or its
+        size, rows or hash differ. Every message names the shard.
+    """
+    folder = Path(folder)
+    mpath = str(folder / "manifest.json")
+    entries = manifest.get("shards")
+    if not isinstance(entries, list):
+        raise ValueError(
+            f"feature-set manifest {mpath!r} has no per-shard entries ('shards'); it was "
+            f"written by an older bowsvm that did not record them, so its shards cannot be "
+            f"verified: re-extract the feature set (`bowsvm extract ... --overwrite`)."
+        )
+    seen: set = set()
+    for e in entries:
+        if e["path"] in seen:
+            raise ValueError(f"feature-set manifest {mpath!r} lists shard {e['path']!r} twice; "
+                             f"re-extract the feature set.")
+        seen.add(e["path"])
+    listed = {e["path"]: e for e in entries if e.get("split") == split}
+    on_disk = {f.relative_to(folder).as_posix(): f for f in shard_files(folder, split)}
+    missing = sorted(set(listed) - set(on_disk))
+    if missing:
+        raise ValueError(
+            f"shard {str(folder / missing[0])!r} is listed in {mpath!r} but missing from disk"
+            + (f" ({len(missing)} missing in all)" if len(missing) > 1 else "")
+            + "; restore it or re-extract the feature set."
+        )
+    extra = sorted(set(on_disk) - set(listed))
+    if extra:
+        f = on_disk[extra[0]]
+        size = f.stat().st_size
+        twin = [p for p, e in listed.items() if e["bytes"] == size and e["sha256"] == file_sha256(f)]
+        why = f" (a duplicate of {twin[0]!r})" if twin else ""
+        raise ValueError(
+            f"file {str(f)!r} is not a shard listed in {mpath!r}{why}; remove it (it would be "
+            f"read as extra rows) or re-extract the feature set."
+        )
+    for rel in sorted(listed):
+        e, f = listed[rel], on_disk[rel]
+        size = f.stat().st_size
+        if size != e["bytes"]:
+            raise ValueError(f"shard {str(f)!r} has {size} bytes but {mpath!r} records "
+                             f"{e['bytes']}; the file was changed or truncated: re-extract it.")
+        rows = parquet.open_file(f, "feature shard").metadata.num_rows
+        if rows != e["rows"]:
+            raise ValueError(f"shard {str(f)!r} holds {rows} rows but {mpath!r} records "
+                             f"{e['rows']}; re-extract the feature set.")
+        if check_hash and file_sha256(f) != e["sha256"]:
+            raise ValueError(f"shard {str(f)!r} does not match the SHA-256 recorded in {mpath!r}; "
+                             f"its bytes were changed: re-extract the feature set.")
+    return [on_disk[p] for p in sorted(listed)]
+
+
+# --------------------------------------------------------------- value checks
+
+def value_bound(manifest: dict) -> float | None:
+    """Largest |feature value| the feature set's preset allows, or None for no bound.
+
+    With per-block L2 normalisation (``preset_config.pooling.normalize == "l2"``)
+    every value lies in [-1, 1]; :data:`L2_BOUND` allows for float32 rounding.
+    """
+    pooling = (manifest.get("preset_config") or {}).get("pooling") or {}
+    return L2_BOUND if pooling.get("normalize") == "l2" else None
+
+
+def check_feature_values(path, row0: int, X, bound: float | None) -> None:
+    """Raise if a batch read from ``path`` holds NaN/Inf or values beyond ``bound``.
+
+    ``row0`` is the batch's first row within the shard (rows are named
+    ``row0 + r``, in stored order).
+
+    Raises
+    ------
+    ValueError
+        Naming the shard, the row and the offending value.
+    """
+    data = X.data if sp.issparse(X) else X
+    if not data.size:
+        return
+    bad = ~np.isfinite(data)
+    if bound is not None:
+        with np.errstate(invalid="ignore"):
+            bad |= np.abs(data) > bound
+    if not bad.any():
+        return
+    if sp.issparse(X):
+        k = int(np.flatnonzero(bad)[0])
+        r = int(np.searchsorted(X.indptr, k, side="right") - 1)
+        v = float(X.data[k])
+    else:
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        v = float(X[r, c])
+    if not np.isfinite(v):
+        raise ValueError(f"shard {str(path)!r} row {row0 + r} holds NaN or Inf features; "
+                         f"re-extract that shard.")
+    raise ValueError(
+        f"shard {str(path)!r} row {row0 + r} holds the value {v:.6g}, outside [-{bound:g}, "
+        f"{bound:g}], which the preset's per-block L2 normalisation allows; the shard is "
+        f"corrupt: re-extract the feature set."
+    )
