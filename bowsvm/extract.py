@@ -286,7 +286,9 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
     a new file every ``rows_per_file`` rows. Each attempt writes its own files, so a
     failed attempt can never clobber a good one; the driver keeps only the files
     named by successful attempts (:func:`commit_task_output`). The content depends
-    only on the partition's rows, so a retried task writes identical bytes.
+    only on the partition's rows, so a retried task writes identical bytes on the same
+    kind of machine (the PCA projection is a BLAS GEMM, whose rounding depends on the
+    CPU and the BLAS thread count; the nearest-basis search does not).
     """
     import pyarrow.compute as pc
 

@@ -58,9 +58,10 @@ def main(argv=None) -> int:
     from bowsvm._validation import check_int
     from bowsvm.coding import learn_codebook
     from bowsvm.extract import (
-        choose_sample_images, feature_set_preset, image_shard_dir, sample_partition, stack_samples,
+        check_image_shards, choose_sample_images, feature_set_preset, image_shard_dir,
+        sample_partition, stack_samples,
     )
-    from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
+    from bowsvm.io import atomic_output_dir, parquet, read_manifest, write_json_atomic
     from bowsvm.io.atomic import prepare_target
     from bowsvm.spark import SparkProgress, build_session
 
@@ -74,12 +75,15 @@ def main(argv=None) -> int:
     seed = check_int("--seed", args.seed if args.seed is not None else cb_conf["random_state"], low=0)
     shards = image_shard_dir(args.images)
     images_manifest = read_manifest(args.images, stage="prepare")
+    check_image_shards(args.images)  # Spark would read a truncated shard as empty, silently
     out = Path(args.codebooks) / args.feature_set
     prepare_target(out, args.overwrite, "codebook", [args.images], "--codebooks/NAME")
 
     spark = build_session("bowsvm-codebook")
+    spark.sparkContext._jsc.hadoopConfiguration().set(*parquet.SPARK_VERIFY_CONF)
     with SparkProgress(spark, "codebook"), atomic_output_dir(
-            out, args.overwrite, "codebook", [args.images], "--codebooks/NAME") as tmp:
+            out, args.overwrite, "codebook", [args.images], "--codebooks/NAME") as tmp, \
+            parquet.spark_read_errors("image shard"):
         df = spark.read.parquet(str(shards)).filter(F.col("split") == "train")
         ids = [r.id for r in df.select("id").collect()]
         if not ids:

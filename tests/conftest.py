@@ -46,3 +46,22 @@ def kill_while_writing(args, parent, name, settle=0.0):
     time.sleep(settle)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def fmnist_image_rows(fashion_dir, n_per_split):
+    """Rows of prepare-format image shards: the first Fashion-MNIST images of each split
+    (val taken from train images 1000..), plus one corrupt PNG named ``train-corrupt``."""
+    from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png, load_idx_dataset
+
+    data = load_idx_dataset(fashion_dir)
+    rows = []
+    for split, n in n_per_split.items():
+        X, y = data["test" if split == "test" else "train"]
+        off = 0 if split != "val" else 1000
+        for i in range(off, off + n):
+            rows.append({"id": f"{split}-{i:05d}", "label": int(y[i]),
+                         "class_name": FASHION_MNIST_CLASSES[int(y[i])], "split": split,
+                         "orig_width": 28, "orig_height": 28, "width": 28, "height": 28,
+                         "image": encode_gray_png(X[i]), "source": "idx"})
+    rows.append(dict(rows[0], id="train-corrupt", image=b"\x89PNG\r\n\x1a\nbroken"))
+    return rows

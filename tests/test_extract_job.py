@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_while_writing
+from conftest import fmnist_image_rows, kill_while_writing
 import scipy.sparse as sp
 
 from bowsvm.coding import Codebook
@@ -17,7 +17,7 @@ from bowsvm.extract import (
 )
 from bowsvm.io import atomic_output_dir, is_complete, read_manifest, write_json_atomic
 from bowsvm.io.features import shard_files, table_to_features
-from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png, load_idx_dataset
+from bowsvm.io.images import FASHION_MNIST_CLASSES
 
 pytestmark = pytest.mark.slow
 N_PER_SPLIT = {"train": 60, "val": 20, "test": 40}
@@ -33,17 +33,7 @@ def run_bowsvm(*args, env=None, timeout=600):
 def images(tmp_path_factory, fashion_dir):
     """Image shards written directly in the prepare format, with one corrupt image."""
     root = tmp_path_factory.mktemp("img") / "images"
-    data = load_idx_dataset(fashion_dir)
-    rows = []
-    for split, n in N_PER_SPLIT.items():
-        X, y = data["test" if split == "test" else "train"]
-        off = 0 if split != "val" else 1000
-        for i in range(off, off + n):
-            rows.append({"id": f"{split}-{i:05d}", "label": int(y[i]),
-                         "class_name": FASHION_MNIST_CLASSES[int(y[i])], "split": split,
-                         "orig_width": 28, "orig_height": 28, "width": 28, "height": 28,
-                         "image": encode_gray_png(X[i]), "source": "idx"})
-    rows.append(dict(rows[0], id="train-corrupt", image=b"\x89PNG\r\n\x1a\nbroken"))
+    rows = fmnist_image_rows(fashion_dir, N_PER_SPLIT)
     with atomic_output_dir(root) as tmp:
         (tmp / "shards").mkdir()
         t = pa.Table.from_pylist(rows)

@@ -256,6 +256,9 @@ def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_pat
     os.mkfifo(d / "x.png")
     (d / "zero.png").symlink_to("/dev/zero")
     (d / "big.png").write_bytes(os.urandom(5000))
+    from PIL import Image
+
+    Image.new("L", (1, 1), 128).save(d / "tiny.png")
     t0 = time.monotonic()
     rc = main(["predict", str(d), *_args(root), "--max-file-bytes", "4000"])
     assert time.monotonic() - t0 < 240
@@ -265,6 +268,8 @@ def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_pat
            for line in cap.err.splitlines() if ": ERROR " in line}
     # 3 M pixels is under the default limit: a bomb header with a corrupt body
     assert "not a decodable image" in err.pop(str(d / "small-bomb.png"))
+    assert err.pop(str(d / "tiny.png")).startswith(
+        "ValueError: image too small: 1x1 px after decoding, below the preset's smallest patch")
     assert err == {
         str(d / "bomb.png"): "decompression bomb: 20000x10000 = 200000000 pixels exceeds "
                              "--max-pixels 100000000; raise --max-pixels if the image is genuine",
@@ -274,7 +279,7 @@ def test_predict_reports_each_bad_file_and_classifies_the_rest(pipeline, tmp_pat
         str(d / "big.png"): "file too large: 5000 bytes exceeds --max-file-bytes 4000; raise "
                             "--max-file-bytes if the file is genuine",
     }
-    assert "5 of 7 file(s) could not be classified" in cap.err
+    assert "6 of 8 file(s) could not be classified" in cap.err
     classified = [line for line in cap.out.splitlines() if line.strip()]
     assert sorted(line.split(": ")[0] for line in classified) == sorted(str(d / f"{i}.png") for i in ids)
     assert all("(" in line for line in classified)  # "class (score)" entries

@@ -6,7 +6,6 @@ images (module fixture). Every case asserts the exit status and the message
 the user sees (naming the file, shard, row or epoch).
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import fmnist_image_rows
 
 from bowsvm import cli
 from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
-from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png, load_idx_dataset
+from bowsvm.io.images import FASHION_MNIST_CLASSES, encode_gray_png
 
 N_PER_SPLIT = {"train": 60, "val": 20, "test": 20}
 PRESET = "quick-sv-hog"  # dense, 320 dims, patches of 8 px, per-block L2
@@ -125,17 +125,7 @@ def extracted(tmp_path_factory, fashion_dir):
     """prepare-format image shards (one corrupt image, one 1x1 image), then the real
     `bowsvm codebook` and `bowsvm extract` jobs for quick-sv-hog."""
     root = tmp_path_factory.mktemp("hostile")
-    data = load_idx_dataset(fashion_dir)
-    rows = []
-    for split, n in N_PER_SPLIT.items():
-        X, y = data["test" if split == "test" else "train"]
-        off = 0 if split != "val" else 1000
-        for i in range(off, off + n):
-            rows.append({"id": f"{split}-{i:05d}", "label": int(y[i]),
-                         "class_name": FASHION_MNIST_CLASSES[int(y[i])], "split": split,
-                         "orig_width": 28, "orig_height": 28, "width": 28, "height": 28,
-                         "image": encode_gray_png(X[i]), "source": "idx"})
-    rows.append(dict(rows[0], id="train-corrupt", image=b"\x89PNG\r\n\x1a\nbroken"))
+    rows = fmnist_image_rows(fashion_dir, N_PER_SPLIT)
     rows.append(dict(rows[0], id="train-tiny", orig_width=1, orig_height=1, width=1, height=1,
                      image=encode_gray_png(np.full((1, 1), 200, np.uint8))))
     with atomic_output_dir(root / "images") as tmp:
@@ -395,6 +385,12 @@ def test_corrupt_checkpoint_on_resume(tmp_path, capsys):
     assert bowsvm(*args, "--resume") == 2
     assert (f"training checkpoint {str(state)!r} holds an object array"
             in capsys.readouterr().err)
+    meta = tmp_path / "m" / ".fs.checkpoint" / "checkpoint.json"
+    meta.write_text(meta.read_text()[:40])  # truncated JSON
+    assert bowsvm(*args, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"training checkpoint {str(meta)!r} is corrupt (JSONDecodeError" in err
+    assert "rerun without --resume" in err
 
 
 def test_corrupt_scores_and_fusion_files_are_named(tmp_path, capsys):
@@ -463,6 +459,12 @@ def test_truncated_image_shard_refused_before_spark(extracted, tmp_path, capsys)
     assert rc == 2
     err = capsys.readouterr().err
     assert f"image shard {str(shard)!r} is corrupt or truncated (ArrowInvalid: " in err
+    # the codebook stage reads the image shards through Spark too
+    assert bowsvm("codebook", "--feature-set", PRESET, "--images", images,
+                  "--codebooks", tmp_path / "codebooks") == 2
+    assert (f"image shard {str(shard)!r} is corrupt or truncated (ArrowInvalid: "
+            in capsys.readouterr().err)
+    assert not (tmp_path / "codebooks" / PRESET).exists()
     shard.unlink()
     assert bowsvm("extract", "--feature-set", PRESET, "--images", images, "--codebooks",
                   extracted / "codebooks", "--features", tmp_path / "features") == 2

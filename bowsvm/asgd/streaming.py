@@ -553,7 +553,14 @@ def _load_checkpoint(path: Path, cfg: TrainConfig):
     meta_path = path / "checkpoint.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["config"], meta["state"], meta["epoch"], meta["log"]  # noqa: B018 (all present)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"training checkpoint {str(meta_path)!r} is corrupt ({type(exc).__name__}: {exc}); "
+            f"delete {str(path)!r} and rerun without --resume."
+        ) from None
     if meta["config"] != json.loads(json.dumps(asdict(cfg))):
         diffs = [k for k in meta["config"] if meta["config"][k] != json.loads(json.dumps(asdict(cfg)))[k]]
         raise ValueError(

@@ -263,7 +263,9 @@ def learn_codebook(
         Project to this many PCA dimensions (fitted on the same sample) before
         K-means; None keeps D.
     random_state : int
-        Seed of K-means; the same seed and sample give identical bases.
+        Seed of K-means; the same seed and sample give identical bases on the
+        same machine and thread count (scikit-learn's K-means uses BLAS and
+        OpenMP reductions).
     batch_size, max_iter, n_init
         Passed to :class:`sklearn.cluster.MiniBatchKMeans`.
 

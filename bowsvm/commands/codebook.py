@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bowsvm.extract import add_codebook_arguments, feature_set_preset
+from bowsvm.extract import add_codebook_arguments, check_image_shards, feature_set_preset
 from bowsvm.io.atomic import prepare_target
 from bowsvm.spark import job_command
 
@@ -20,6 +20,7 @@ def _preflight(args) -> None:
     feature_set_preset(args.preset or args.feature_set)  # unknown preset: error before Spark
     prepare_target(Path(args.codebooks) / args.feature_set, args.overwrite, "codebook",
                    [args.images], "--codebooks/NAME")
+    check_image_shards(args.images)  # truncated/missing image shards: error before Spark
 
 
 add_arguments, run = job_command("learn_codebook.py", add_codebook_arguments, _preflight)

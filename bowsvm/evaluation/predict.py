@@ -195,7 +195,15 @@ class Predictor:
         return self._scores([self._decode(data)])[0]
 
     def _decode(self, data: bytes) -> dict:
-        """One image's grey array per ``max_side`` the feature sets need."""
+        """One image's grey array per ``max_side`` the feature sets need.
+
+        Raises
+        ------
+        ValueError
+            If the image is too small for a feature set's smallest patch (it
+            would score as the all-zero vector; extraction rejects such images).
+        """
+        from bowsvm.extract import too_small
         from bowsvm.features import decode_image
 
         grey = {}
@@ -203,6 +211,9 @@ class Predictor:
             ms = s.preset.get("max_side")
             if ms not in grey:
                 grey[ms] = decode_image(data, ms, self.max_pixels)
+            reason = too_small(grey[ms], s.preset)
+            if reason is not None:
+                raise ValueError(f"{reason} of feature set {s.name!r}")
         return grey
 
     def _scores(self, greys: list[dict]) -> np.ndarray:
