@@ -1,9 +1,10 @@
 """Spark wiring: the session builder for jobs/ and the spark-submit launcher for the CLI.
 
-The ``bowsvm`` subcommand of a Spark stage calls :func:`spark_submit`, which runs
+The ``bowsvm`` subcommand of a Spark stage calls :func:`submit_stage`, which runs
 the stage's script in ``jobs/`` under plain ``spark-submit`` with
 ``--master local[*]`` by default; ``--master`` and ``--conf`` pass through, so
-the same job runs on a cluster.
+the same job runs on a cluster. The script itself is :func:`run_stage_job` of
+its stage (:mod:`bowsvm.stages`).
 """
 
 from __future__ import annotations
@@ -92,56 +93,61 @@ def _package_zip() -> Path:
     return Path(shutil.make_archive(str(out), "zip", root_dir=REPO_ROOT, base_dir="bowsvm"))
 
 
-def forward_args(add_job_arguments, args) -> list[str]:
-    """Turn parsed subcommand options back into the job script's argv.
+def stage_tokens(tokens: list[str]) -> list[str]:
+    """The tokens of a Spark stage's command line that are the stage's own options.
 
-    ``add_job_arguments(parser)`` is the one function that defines a job's
-    options; both the job script and its ``bowsvm`` subcommand call it, so the
-    two can never disagree.
+    The CLI hands the job script the user's own tokens minus the Spark options
+    (``--master``, ``--conf``, ``--driver-memory``), so the job parses exactly
+    what the user typed, with the same ``add_arguments``. Parsers do not take
+    abbreviated options (``allow_abbrev=False``), so a token is either a Spark
+    option by its full name or the stage's.
     """
     import argparse
 
-    p = argparse.ArgumentParser(add_help=False)
-    add_job_arguments(p)
-    argv: list[str] = []
-    for action in p._actions:
-        if not action.option_strings:
-            value = getattr(args, action.dest)
-            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-            continue
-        value = getattr(args, action.dest, None)
-        flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value:
-                argv.append(flag)
-        elif isinstance(action, argparse._StoreFalseAction):
-            if not value:
-                argv.append(flag)
-        elif value is not None:
-            if isinstance(value, (list, tuple)):
-                for v in value:
-                    argv += [flag, str(v)]
-            else:
-                argv += [flag, str(value)]
-    return argv
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_spark_arguments(p)
+    return p.parse_known_args(tokens)[1]
 
 
-def job_command(job: str, add_job_arguments, preflight):
-    """``(add_arguments, run)`` of a `bowsvm` subcommand that launches ``jobs/<job>``.
+def submit_stage(stage, args) -> int:
+    """The CLI side of a Spark stage: run ``jobs/<stage.JOB>`` under spark-submit.
 
-    ``preflight(args)`` validates options and refuses existing outputs before Spark
-    starts; the job's own options are forwarded, the Spark ones go to spark-submit.
+    ``args`` is the CLI's namespace; its ``_tokens`` are the command line after
+    the subcommand's name (set by :func:`bowsvm.cli.main`).
     """
-    def add_arguments(parser) -> None:
-        add_job_arguments(parser)
-        add_spark_arguments(parser)
+    return spark_submit(stage.JOB, stage_tokens(args._tokens), master=args.master,
+                        conf=args.conf, driver_memory=args.driver_memory)
 
-    def run(args) -> int:
-        preflight(args)
-        return spark_submit(job, forward_args(add_job_arguments, args), master=args.master,
-                            conf=args.conf, driver_memory=args.driver_memory)
 
-    return add_arguments, run
+def stage_parser(stage, prog: str):
+    """The argparse parser of a stage's options (the job script's, and the CLI's base)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=stage.DESCRIPTION, allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    stage.add_arguments(p)
+    return p
+
+
+def run_stage_job(stage) -> None:
+    """Entry point of a script in jobs/: parse, check, build the session, run the stage.
+
+    ``stage`` is a module of :mod:`bowsvm.stages` with ``JOB``, ``add_arguments``,
+    ``check_arguments`` and ``run_spark(spark, args)``; its optional
+    ``spark_conf(args) -> dict`` gives session defaults (``--conf`` wins).
+    Exits like :func:`run_job`.
+    """
+    def main() -> int:
+        args = stage_parser(stage, stage.JOB).parse_args(sys.argv[1:])
+        stage.check_arguments(args)  # before the session: a mistake costs no executors
+        conf = stage.spark_conf(args) if hasattr(stage, "spark_conf") else None
+        spark = build_session(f"bowsvm-{stage.NAME}", conf)
+        try:
+            return int(stage.run_spark(spark, args) or 0)
+        finally:
+            spark.stop()
+
+    run_job(main, stage.JOB)
 
 
 def _appends(fdinfo: str) -> bool:
@@ -302,3 +308,57 @@ class SparkProgress:
                       + (f", {info.numFailedTasks} failed attempts" if info.numFailedTasks else ""),
                       file=self._stream, flush=True)
                 self._seen[sid] = (-1, now) if finished else (done, now)
+
+
+# TRANSITIONAL (issue 14): removed once every Spark stage lives in bowsvm.stages.
+def forward_args(add_job_arguments, args) -> list[str]:
+    """Turn parsed subcommand options back into the job script's argv.
+
+    ``add_job_arguments(parser)`` is the one function that defines a job's
+    options; both the job script and its ``bowsvm`` subcommand call it, so the
+    two can never disagree.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    add_job_arguments(p)
+    argv: list[str] = []
+    for action in p._actions:
+        if not action.option_strings:
+            value = getattr(args, action.dest)
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            continue
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(flag)
+        elif isinstance(action, argparse._StoreFalseAction):
+            if not value:
+                argv.append(flag)
+        elif value is not None:
+            if isinstance(value, (list, tuple)):
+                for v in value:
+                    argv += [flag, str(v)]
+            else:
+                argv += [flag, str(value)]
+    return argv
+
+
+def job_command(job: str, add_job_arguments, preflight):
+    """``(add_arguments, run)`` of a `bowsvm` subcommand that launches ``jobs/<job>``.
+
+    ``preflight(args)`` validates options and refuses existing outputs before Spark
+    starts; the job's own options are forwarded, the Spark ones go to spark-submit.
+    """
+    def add_arguments(parser) -> None:
+        add_job_arguments(parser)
+        add_spark_arguments(parser)
+
+    def run(args) -> int:
+        preflight(args)
+        return spark_submit(job, forward_args(add_job_arguments, args), master=args.master,
+                            conf=args.conf, driver_memory=args.driver_memory)
+
+    return add_arguments, run
+

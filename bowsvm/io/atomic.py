@@ -430,3 +430,31 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """Write one file atomically: ``with atomic_file(p) as f: f.write(...)``.
+
+    The data goes to a hidden temporary file beside ``path`` (same folder, so
+    the rename is atomic), which is flushed, fsynced, made world-readable and
+    renamed over ``path`` only when the block succeeds; on any error it is
+    removed and ``path`` is left as it was. The one file-level twin of
+    :func:`atomic_output_dir`: every single file bowsvm writes outside an
+    atomic folder (JSON, ``.npz``, HTML, CSV) goes through it.
+    """
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from bowsvm.io.atomic import MANIFEST
+from bowsvm.io.atomic import MANIFEST, atomic_file
 
 
 def content_hash(obj) -> str:
@@ -26,19 +24,10 @@ def content_hash(obj) -> str:
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write JSON to ``path`` through a temporary file and rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON to ``path`` atomically (:func:`bowsvm.io.atomic.atomic_file`)."""
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
 
 
 def _json_default(o):
