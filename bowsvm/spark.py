@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-JOBS_DIR = REPO_ROOT / "jobs"
 LOG4J2_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 
@@ -35,6 +34,32 @@ def spark_env(extra: dict | None = None) -> dict:
     if extra:
         env.update(extra)
     return env
+
+
+def jobs_dir() -> Path:
+    """The folder of the spark-submit scripts: ``jobs/`` of a checkout (or editable
+    install), else where ``pip install`` put the package's data files
+    (``<prefix>/share/bowsvm/jobs``, listed in the distribution's RECORD).
+
+    Raises
+    ------
+    FileNotFoundError
+        If neither holds the scripts (a broken install).
+    """
+    local = REPO_ROOT / "jobs"
+    if (REPO_ROOT / "setup.cfg").is_file() and local.is_dir():
+        return local
+    from importlib import metadata
+
+    try:
+        for f in metadata.files("bowsvm") or ():
+            if f.parts[-3:-1] == ("bowsvm", "jobs") and f.name.endswith(".py"):
+                return Path(f.locate()).resolve().parent
+    except metadata.PackageNotFoundError:
+        pass
+    raise FileNotFoundError(
+        f"the bowsvm job scripts are neither in {str(local)!r} nor installed with the package; "
+        f"reinstall bowsvm (`pip install .` from a checkout).")
 
 
 def spark_submit_path() -> str:
@@ -67,7 +92,7 @@ def spark_submit(job: str, job_args: list[str], master: str = "local[*]",
     ValueError
         If a ``--conf`` entry is not KEY=VALUE.
     """
-    script = JOBS_DIR / job
+    script = jobs_dir() / job
     cmd = [spark_submit_path(), "--master", master, "--driver-memory", driver_memory]
     conf = list(conf or [])
     for c in conf:

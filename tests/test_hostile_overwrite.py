@@ -110,12 +110,12 @@ def test_prepare_refuses_its_input_tree_as_output(tmp_path):
 @pytest.mark.slow
 def test_prepare_job_itself_refuses_input_as_output(tmp_path):
     """The job script checks too when it is spark-submitted directly (no CLI preflight)."""
-    from bowsvm.spark import JOBS_DIR, spark_env, spark_submit_path
+    from bowsvm.spark import jobs_dir, spark_env, spark_submit_path
 
     tree = tiny_tree(tmp_path / "T")
     before = snapshot(tree)
     proc = subprocess.run([spark_submit_path(), "--master", "local[1]",
-                           str(JOBS_DIR / "prepare_images.py"), "--input", str(tree),
+                           str(jobs_dir() / "prepare_images.py"), "--input", str(tree),
                            "--output", str(tree), "--overwrite"],
                           env=spark_env(None), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
