@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from bowsvm.cli import main
-from bowsvm.evaluation.fusion import (
-    FusionModel,
-    apply_fusion,
-    fit_fusion,
-    fuse_feature_sets,
-    read_fused,
-)
+from bowsvm.evaluation.fusion import FusionModel, apply_fusion, fit_fusion
 from bowsvm.evaluation.metrics import top_k_accuracy
 from bowsvm.evaluation.scoring import write_scores
+from bowsvm.io.fusion import read_fused
+from bowsvm.stages.fuse import fuse_feature_sets
 
 C = 6
 CLASSES = [f"c{i}" for i in range(C)]
@@ -177,6 +173,16 @@ def test_fuse_cli(two_sets, tmp_path, capsys):
     rc = main(["fuse", "--scores", str(root), "--feature-sets", "A,B", "--out", str(tmp_path / "fu")])
     assert rc == 2
     assert "already exists" in capsys.readouterr().err
+    m = json.loads((tmp_path / "fu" / "manifest.json").read_text())
+    assert m["stage"] == "fuse" and isinstance(m["seconds"], float) and m["seconds"] >= 0
+    # options are checked before any score is read, naming the option
+    for bad, msg in ((["--feature-sets", "A,A"], "--feature-sets 'A,A' repeats a name"),
+                     (["--feature-sets", " , "], "--feature-sets ' , ' names no feature set"),
+                     (["--feature-sets", "A", "--grid", "0"], "--grid=0 is too small"),
+                     (["--feature-sets", "A", "--max-rounds", "-1"], "--max-rounds=-1 is too small")):
+        rc = main(["fuse", "--scores", str(root), "--out", str(tmp_path / "fv"), *bad])
+        assert rc == 2 and msg in capsys.readouterr().err
+    assert not (tmp_path / "fv").exists()
 
 
 def test_val_only_fusion_when_test_missing(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bowsvm.cli import main
-from bowsvm.evaluation.fusion import read_fused
+from bowsvm.io.fusion import read_fused
 from bowsvm.evaluation.predict import Predictor, list_image_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard

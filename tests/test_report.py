@@ -15,9 +15,11 @@ import scipy.sparse as sp
 from PIL import Image
 
 from bowsvm.cli import main
-from bowsvm.evaluation.report import build_report, fmt_pct, image_shard_files
+from bowsvm.evaluation.report import fmt_pct
+from bowsvm.evaluation.report.collect import image_shard_files  # TRANSITIONAL: bowsvm.io.image_shards
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard
+from bowsvm.stages.report import build_report
 from test_evaluation_scoring import make_model, score_and_fuse
 
 N_CLASSES = 12
@@ -52,7 +54,7 @@ def _pipeline(root, n_sets=2, with_sgd=True, with_images=True):
             write_json_atomic(tmp / "manifest.json", {
                 "stage": "extract", "feature_set": name, "preset": f"quick-{lay}",
                 "preset_hash": f"h{k}", "dim": dim, "layout": lay, "classes": CLASSES,
-                "counts": splits, "timings": {"total": 12.5 + k},
+                "counts": splits, "seconds": 12.5 + k,
                 "shards": shard_entries(tmp)})
         epochs = 5
         asgd = [{"epoch": e, "t": 60 * e, "objective": 1.0 / (e + 1) + 0.2 + 0.1 * k,
@@ -60,7 +62,7 @@ def _pipeline(root, n_sets=2, with_sgd=True, with_images=True):
                  "top5": 0.8 + 0.03 * e, "seconds": 0.1, "method": "asgd"} for e in range(1, epochs + 1)]
         make_model(root / "models", name, means, np.zeros(N_CLASSES), classes=CLASSES,
                    preset_hash=f"h{k}", log=asgd,
-                   extra={"epochs": epochs, "timings": {"total": 3.25 + k}})
+                   extra={"epochs": epochs, "seconds": 3.25 + k})
         if with_sgd:
             sgd = [{"epoch": e, "t": 60 * e, "objective": 1.5 / (e + 1) + 0.3, "top1": 0.3 + 0.05 * e,
                     "top5": 0.6 + 0.04 * e, "seconds": 0.1} for e in range(1, epochs + 1)]
@@ -208,3 +210,14 @@ def test_image_shard_files_both_layouts(tmp_path):
         p.write_bytes(b"")
     assert [p.relative_to(tmp_path).as_posix() for p in image_shard_files(tmp_path)] == [
         "part-00001.parquet", "shards/part-00000-x.parquet"]
+
+
+def test_report_reads_only_seconds():
+    # every stage's manifest records its wall time as `seconds`; no other spelling is read
+    from bowsvm.evaluation.report.collect import _seconds
+
+    assert _seconds({"stage": "extract", "seconds": 12.5}) == 12.5
+    assert _seconds({"stage": "train", "seconds": 3}) == 3.0
+    for m in ({"wall_seconds": 4.0}, {"train_seconds": 4.0}, {"timings": {"total": 4.0}},
+              {"seconds": True}, {"seconds": "4"}, {"seconds": float("nan")}, {}, None):
+        assert _seconds(m) is None

@@ -6,7 +6,8 @@ per batch for scoring and vectorised reductions for metrics and fusion):
 * :mod:`~bowsvm.evaluation.metrics`: top-k accuracy, per-class hit rates, confusion pairs.
 * :mod:`~bowsvm.evaluation.scoring`: decision scores of a model on a feature set's split.
 * :mod:`~bowsvm.evaluation.fusion`: z-scoring + simplex weights learned on val only.
-* :mod:`~bowsvm.evaluation.report`: the self-contained HTML report and its JSON.
+* :mod:`~bowsvm.evaluation.report`: the HTML report's numbers, figures and page
+  (collect / figures / html).
 * :mod:`~bowsvm.evaluation.predict`: classify raw image files end to end.
 """
 
@@ -15,8 +16,6 @@ from bowsvm.evaluation.fusion import (
     align_score_sets,
     apply_fusion,
     fit_fusion,
-    fuse_feature_sets,
-    read_fused,
 )
 from bowsvm.evaluation.metrics import (
     confusion_pairs,
@@ -44,10 +43,8 @@ __all__ = [
     "confusion_pairs",
     "decision_scores",
     "fit_fusion",
-    "fuse_feature_sets",
     "load_model",
     "per_class_hit_rates",
-    "read_fused",
     "read_scores",
     "score_feature_set",
     "top_k_accuracy",

@@ -23,14 +23,8 @@ This follows the paper's linear combination of the six feature sets' scores
 (Lin et al. 2011, Sec. 5), whose weights the paper does not specify; a grid
 coordinate search is our own choice.
 
-Output folder (stage "fuse", written atomically)::
-
-    fusion/manifest.json   stage, feature_sets, classes, weights, standardisation, n[split]
-    fusion/weights.json    feature_sets, weights {name: w}, standardisation {name: {mean, std}},
-                           val_objective {top1, log_loss}, search {grid, rounds}
-    fusion/metrics.json    {split: {"sets": {name: {top1, top5}}, "fused": {top1, top5}, "n"}}
-    fusion/val.parquet     fused scores, same columns as scores.parquet
-    fusion/test.parquet    (when every set has test scores)
+The stage that reads score folders and writes the fusion folder is
+:mod:`bowsvm.stages.fuse`; the folder's format is :mod:`bowsvm.io.fusion`.
 
 References
 ----------
@@ -42,29 +36,18 @@ CVPR 2011.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bowsvm._validation import check_int
-from bowsvm.evaluation.metrics import check_scores_labels, top_k_accuracy
-from bowsvm.evaluation.scoring import (
-    PARQUET_OPTIONS,
-    ScoreSet,
-    read_scores,
-    read_scores_file,
-    scores_table,
-)
-from bowsvm.io import atomic_output_dir, content_hash, parquet, read_manifest, write_json_atomic
-from bowsvm.io.atomic import check_target
+from bowsvm.evaluation.metrics import check_scores_labels
+from bowsvm.evaluation.scoring import ScoreSet  # TRANSITIONAL: bowsvm.io.scores after the merge
 
 __all__ = [
     "FusionModel",
     "align_score_sets",
     "apply_fusion",
     "fit_fusion",
-    "fuse_feature_sets",
-    "read_fused",
     "standardisation_stats",
 ]
 
@@ -389,130 +372,3 @@ def align_score_sets(sets: dict, split: str) -> dict:
             )
         out[name] = aligned
     return out
-
-
-def _metrics(S, labels) -> dict:
-    return {"top1": top_k_accuracy(S, labels, 1), "top5": top_k_accuracy(S, labels, 5)}
-
-
-def fuse_feature_sets(scores_dir, feature_sets: list, out, splits=("val", "test"),
-                      grid: int = 20, max_rounds: int = 10, overwrite: bool = False) -> dict:
-    """Read scores, learn fusion on val, apply to every split, write ``out``.
-
-    Parameters
-    ----------
-    scores_dir : str or Path
-        Root holding ``NAME/SPLIT/`` score folders.
-    feature_sets : list of str
-        At least one name.
-    out : str or Path
-        Output folder (see module docstring).
-    splits : sequence of str, default ("val", "test")
-        The first must be "val"; later splits are fused when every set has them.
-    grid, max_rounds : int
-        See :func:`fit_fusion`.
-    overwrite : bool, default False
-
-    Returns
-    -------
-    dict
-        The metrics written to ``metrics.json``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If a set lacks val scores.
-    FileExistsError
-        If ``out`` exists and ``overwrite`` is False, or it may not be replaced
-        (not a complete fuse output, the working directory, ...; see
-        :func:`bowsvm.io.atomic.check_target`).
-    ValueError
-        If names repeat, ids, labels or class lists disagree between sets, a
-        set's val and test scores come from different models, or ``out`` is,
-        contains or lies inside a set's score folder.
-    """
-    feature_sets = [str(s) for s in feature_sets]
-    if not feature_sets:
-        raise ValueError("feature_sets is empty; pass at least one feature-set name.")
-    if len(set(feature_sets)) != len(feature_sets):
-        raise ValueError(f"feature_sets={feature_sets} repeats a name; list each set once.")
-    if list(splits)[0] != "val":
-        raise ValueError(f"splits must start with 'val' (weights are learned on val), got {splits}.")
-    scores_dir = Path(scores_dir)
-    inputs = [scores_dir / s for s in feature_sets]
-    check_target(out, overwrite, "fuse", inputs, "--out")  # refuse before reading scores
-    data = {}
-    for split in splits:
-        folders = {s: scores_dir / s / split for s in feature_sets}
-        present = [s for s, f in folders.items() if (f / "manifest.json").exists()]
-        if split == "val" and len(present) < len(feature_sets):
-            missing = [s for s in feature_sets if s not in present]
-            raise FileNotFoundError(
-                f"no val scores for feature set(s) {missing} under {str(scores_dir)!r}; "
-                f"run `bowsvm score --feature-set NAME --split val` first."
-            )
-        if len(present) < len(feature_sets):
-            continue
-        data[split] = align_score_sets({s: read_scores(folders[s]) for s in feature_sets}, split)
-    val = data["val"]
-    ref = val[feature_sets[0]]
-    model = fit_fusion([val[s].scores for s in feature_sets], ref.labels, feature_sets,
-                       grid=grid, max_rounds=max_rounds)
-    metrics = {"feature_sets": feature_sets, "weights": model.to_json()["weights"]}
-    fused = {}
-    for split, sets in data.items():
-        for name in feature_sets:
-            mv, ms = val[name].manifest.get("model_hash"), sets[name].manifest.get("model_hash")
-            if mv is not None and ms is not None and mv != ms:
-                raise ValueError(
-                    f"the {split} and val scores of feature set {name!r} come from different "
-                    f"models (model_hash {ms!r} vs {mv!r}); rescore both splits with the same "
-                    f"model (bowsvm score --overwrite)."
-                )
-        if list(sets[feature_sets[0]].classes) != list(ref.classes):
-            raise ValueError(f"class lists of the {split} and val scores of feature set "
-                             f"{feature_sets[0]!r} differ; rescore both splits with one model.")
-        F = apply_fusion(model, [sets[s].scores for s in feature_sets])
-        y = sets[feature_sets[0]].labels
-        fused[split] = (sets[feature_sets[0]].ids, y, F)
-        metrics[split] = {
-            "n": int(len(y)),
-            "sets": {s: _metrics(sets[s].scores, y) for s in feature_sets},
-            "fused": _metrics(F, y),
-        }
-    manifest = {
-        "stage": "fuse",
-        "feature_sets": feature_sets,
-        "classes": list(ref.classes),
-        "weights": metrics["weights"],
-        "standardisation": model.to_json()["standardisation"],
-        "splits": list(fused),
-        "n": {sp: int(len(v[0])) for sp, v in fused.items()},
-        "inputs": {s: {sp: content_hash(data[sp][s].manifest) for sp in data}
-                   for s in feature_sets},
-    }
-    with atomic_output_dir(out, overwrite, "fuse", inputs, "--out") as tmp:
-        for split, (ids, y, F) in fused.items():
-            parquet.write_table(scores_table(ids, y, F), tmp / f"{split}.parquet", **PARQUET_OPTIONS)
-        write_json_atomic(tmp / "weights.json", model.to_json())
-        write_json_atomic(tmp / "metrics.json", metrics)
-        write_json_atomic(tmp / "manifest.json", manifest)
-    return metrics
-
-
-def read_fused(folder, split: str) -> ScoreSet:
-    """Read the fused scores of one split from a ``bowsvm fuse`` folder.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the folder is incomplete or lacks the split.
-    """
-    folder = Path(folder)
-    m = read_manifest(folder, stage="fuse")
-    path = folder / f"{split}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"fusion folder {str(folder)!r} has no {split!r} scores "
-                                f"(splits: {m.get('splits')}).")
-    ids, labels, S = read_scores_file(path, len(m["classes"]))
-    return ScoreSet(ids, labels, S, list(m["classes"]), m)
