@@ -19,7 +19,7 @@ from pathlib import Path
 from bowsvm.io import parquet
 from bowsvm.io.manifest import read_manifest
 
-__all__ = ["SHARD_COLUMNS", "REJECT_COLUMNS", "REJECTS_DDL", "write_image_shards",
+__all__ = ["SHARD_COLUMNS", "SHARD_DDL", "REJECT_COLUMNS", "REJECTS_DDL", "write_image_shards",
            "write_rejects", "image_shard_dir", "check_image_shards", "image_shard_files"]
 
 #: Columns of an image shard, in stored order (Spark types in the DDL).
