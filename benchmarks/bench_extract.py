@@ -82,7 +82,7 @@ def write_images(root: Path, blobs):
 def write_codebook(root: Path, name: str, blobs, seed=0):
     from bowsvm.coding import Codebook, fit_pca, sample_descriptors
     from bowsvm.extract import feature_set_preset
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
     from bowsvm.io import atomic_output_dir, write_json_atomic
 
     preset, phash = feature_set_preset(name)

@@ -242,7 +242,7 @@ def main(argv=None):
     from PIL import Image
     from skimage import data as skdata
 
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
 
     for label, arrays in (
         ("decode_image, 500x375 JPEG q90", list(photos.values())),

@@ -67,7 +67,7 @@ def main(argv=None):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - t
         m = json.loads((work / "out" / "manifest.json").read_text())
-        job = m["wall_seconds"]
+        job = m["seconds"]
         cores = int(args.master[6:-1].split(",")[0]) if args.master.startswith("local[") and args.master[6:-1].split(",")[0].isdigit() else os.cpu_count()
         res = {
             "images": args.images, "input_MB": round(mb, 1), "master": args.master,

@@ -63,7 +63,7 @@ def main(argv=None):
 
     from bowsvm.asgd import ASGDClassifier
     from bowsvm.coding import FeatureSetExtractor
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
     from bowsvm.presets import load_preset
 
     t = pq.read_table(Path(a.images) / "shards", columns=["split", "label", "image"])

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from bowsvm.io import parquet
-from bowsvm.prepare import seeded_key
+from bowsvm._seed import seeded_key
 
 # Test-only fault injection: when set, the first attempt of every even-numbered
 # task of the extraction job raises, so tests can check that retried output is
@@ -92,7 +92,7 @@ def sample_partition(rows, preset: dict, samples_per_image: int, seed: int):
     depend on partitioning or retries. Undecodable images yield nothing.
     """
     from bowsvm.coding import sample_descriptors
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
 
     for image_id, data in rows:
         try:
@@ -146,7 +146,7 @@ def encode_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBatc
     patch (:func:`too_small`), get an ``error`` and empty vectors.
     """
     from bowsvm.coding import encode_images
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
 
     ids = batch.column("id").to_pylist()
     labels = batch.column("label").to_pylist()

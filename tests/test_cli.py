@@ -8,8 +8,8 @@ import pytest
 
 from bowsvm.cli import build_parser
 from bowsvm.extract import add_codebook_arguments, add_extract_arguments
-from bowsvm.prepare import add_job_arguments
 from bowsvm.spark import forward_args
+from bowsvm.stages import prepare
 
 COMMANDS = ["prepare", "codebook", "extract", "train", "score", "fuse", "report", "predict"]
 
@@ -32,7 +32,7 @@ def test_subcommand_help(command, capsys):
 
 
 @pytest.mark.parametrize("adder,argv", [
-    (add_job_arguments, ["--fashion-mnist", "/d", "--output", "/o", "--val-per-class", "5",
+    (prepare.add_arguments, ["--fashion-mnist", "/d", "--output", "/o", "--val-per-class", "5",
                          "--limit-per-class", "3", "--format", "png", "--overwrite"]),
     (add_codebook_arguments, ["--feature-set", "a", "--images", "/i", "--codebooks", "/c",
                               "--kmeans", "mllib", "--seed", "4"]),

@@ -12,7 +12,6 @@ from bowsvm.features import (
     DESCRIPTORS,
     HOG_MIN_MEAN_GRADIENT,
     DenseDescriptors,
-    decode_image,
     dense_hog,
     dense_hog_lbp,
     dense_lbp,
@@ -23,6 +22,7 @@ from bowsvm.features import (
     to_gray,
 )
 from bowsvm.features import _kernels
+from bowsvm.io.images import decode_image
 
 skimage_lbp = pytest.importorskip("skimage.feature").local_binary_pattern
 
@@ -528,10 +528,21 @@ def test_decode_png_exact(rng):
     out = decode_image(_encode(rgb, "PNG"))
     assert out.dtype == np.float32 and out.flags.c_contiguous
     assert_array_equal(out, to_gray(rgb))
+    # 16-bit: to 8 bits (v / 65535 * 255, rounded), as the prepare stage stores it
     grey16 = rng.integers(0, 65536, (10, 12)).astype(np.uint16)
-    assert_allclose(decode_image(_encode(grey16, "PNG")), grey16 / 65535.0, rtol=1e-6)
+    grey8 = np.floor(grey16 / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+    assert_array_equal(decode_image(_encode(grey16, "PNG")), to_gray(grey8))
+    # alpha is composited over white: opaque pixels keep their colour, transparent
+    # ones become white, the rest are the blend (to 8-bit rounding)
     rgba = rng.integers(0, 256, (8, 9, 4)).astype(np.uint8)
-    assert_array_equal(decode_image(_encode(rgba, "PNG")), to_gray(rgba))
+    rgba[0, :, 3], rgba[1, :, 3] = 255, 0
+    out = decode_image(_encode(rgba, "PNG"))
+    assert out.dtype == np.float32 and out.shape == (8, 9)
+    assert_array_equal(out[0], to_gray(rgba[:1, :, :3])[0])
+    assert_allclose(out[1], 1.0, atol=1e-6)
+    a = rgba[:, :, 3:].astype(np.float64) / 255
+    blend = to_gray((rgba[:, :, :3] * a + 255 * (1 - a)).astype(np.float32) / 255)
+    assert_allclose(out, blend, atol=1.01 / 255)
     from PIL import Image
 
     pal = Image.fromarray(rgb).convert("P")
@@ -555,7 +566,7 @@ def test_decode_jpeg_exif_orientation():
     want = np.rot90(to_gray(img), -1)  # clockwise
     assert np.abs(out - want).mean() < 0.02
     assert out[:30, -20:].mean() > 0.9 and out[-30:, :20].mean() < 0.1
-    # big, rotated: the decoder's draft reduction, then the swapped target size
+    # big, rotated: the target size is the displayed (swapped) one
     big = np.zeros((600, 1000, 3), np.uint8)
     big[:200, :300] = 255
     buf = io.BytesIO()
@@ -580,6 +591,41 @@ def test_decode_downsizes_big_images(rng, fmt):
     assert np.abs(out - ref).mean() < 0.02
     assert decode_image(data, max_side=64).shape == (48, 64)
     assert decode_image(data, max_side=None).shape == (1200, 1600)
+
+
+@pytest.mark.parametrize("kind", ["rgba", "palette-alpha", "jpeg", "grey16", "la", "exif-jpeg"])
+@pytest.mark.parametrize("size", [(60, 40), (300, 170)])
+def test_decode_image_of_the_prepared_image_is_the_original_decoded(rng, kind, size):
+    # the one image path: what prepare stores (--format png, --max-side M) decodes to
+    # exactly what the original file decodes to at max_side M (predict == training)
+    from PIL import Image
+
+    from bowsvm.io.images import normalize_image
+
+    w, h = size
+    rgba = rng.integers(0, 256, (h, w, 4)).astype(np.uint8)
+    buf = io.BytesIO()
+    if kind == "rgba":
+        Image.fromarray(rgba).save(buf, format="PNG")
+    elif kind == "palette-alpha":
+        Image.fromarray(rgba).convert("P").save(buf, format="PNG", transparency=3)
+    elif kind == "jpeg":
+        Image.fromarray(rgba[:, :, :3]).save(buf, format="JPEG", quality=80)
+    elif kind == "grey16":
+        Image.fromarray(rgba[:, :, 0].astype(np.uint16) * 251).save(buf, format="PNG")
+    elif kind == "la":
+        Image.fromarray(rgba[:, :, :2]).save(buf, format="PNG")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(rgba[:, :, :3]).save(buf, format="JPEG", exif=exif.tobytes())
+    raw = buf.getvalue()
+    for m in (64, 500):
+        prepared = normalize_image(raw, max_side=m, fmt="png")
+        assert prepared.data is not None, prepared.reason
+        want = decode_image(raw, max_side=m)
+        assert_array_equal(decode_image(prepared.data, max_side=m), want)
+        assert max(want.shape) == min(m, max(w, h))
 
 
 def test_decode_never_upsizes(rng):

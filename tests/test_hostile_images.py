@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from bowsvm.features import decode_image
 from bowsvm.io import read_manifest
 from bowsvm.io.images import (
-    ImageTooLarge, UnusableFile, detect_layout, normalize_image, read_image_file, scan_tree,
+    ImageTooLarge, UnusableFile, decode_image, detect_layout, normalize_image, read_image_file,
+    scan_tree,
 )
-from bowsvm.prepare import check_job_arguments
+from bowsvm.stages.prepare import check_arguments as check_job_arguments
 from bowsvm.spark import caller_stderr, spark_env, spark_submit_path
 import test_predict
 from test_predict import _args
@@ -158,7 +158,8 @@ def test_layout_is_detected_explicitly_and_a_mix_is_refused(tmp_path):
 def test_check_job_arguments_checks_inputs_before_spark(tmp_path):
     base = dict(max_side=500, max_pixels=10**8, max_file_bytes=2**28, val_per_class=0,
                 min_per_class=1, limit_per_class=None, quality=90, shard_mb=128.0,
-                layout="auto", input=str(tmp_path), fashion_mnist=None)
+                layout="auto", input=str(tmp_path), fashion_mnist=None,
+                output=f"{tmp_path}-out", overwrite=False)
     check_job_arguments(SimpleNamespace(**base))
     with pytest.raises(ValueError, match="--max-file-bytes=0 is too small"):
         check_job_arguments(SimpleNamespace(**{**base, "max_file_bytes": 0}))

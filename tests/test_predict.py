@@ -19,7 +19,7 @@ from PIL import Image
 
 from bowsvm.cli import main
 from bowsvm.io.fusion import read_fused
-from bowsvm.evaluation.predict import Predictor, list_image_files
+from bowsvm.stages.predict import Predictor, list_image_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard
 from test_evaluation_scoring import make_model, score_and_fuse
@@ -49,7 +49,7 @@ def pipeline(tmp_path_factory, fashion_dir):
     from sklearn.svm import LinearSVC
 
     from bowsvm.coding import FeatureSetExtractor, encode_image, stack_features
-    from bowsvm.features import decode_image
+    from bowsvm.io.images import decode_image
     from bowsvm.presets import load_preset, preset_hash
 
     root = tmp_path_factory.mktemp("pred")
@@ -83,10 +83,9 @@ def pipeline(tmp_path_factory, fashion_dir):
                 feats[s] = F
                 (tmp / s).mkdir()
                 write_shard(tmp / s / "part-00000.parquet", ids, labels, F, layout=layout)
-            # like `bowsvm extract`: one set records the resolved preset, the other only its name
-            extra = {"preset_config": preset} if name == "lcchoglbp" else {}
+            # the keys `bowsvm extract` writes that predict reads
             write_json_atomic(tmp / "manifest.json", {
-                **extra, "stage": "extract", "feature_set": name, "preset": pname,
+                "preset_config": preset, "stage": "extract", "feature_set": name, "preset": pname,
                 "preset_hash": preset_hash(preset), "codebook_hash": cb.hash, "dim": dim,
                 "layout": layout, "classes": CLASSES,
                 "counts": {s: len(d[0]) for s, d in data.items()},
@@ -191,8 +190,7 @@ def _copy_set(root, tmp, name, manifest_changes=None, model_changes=None):
     from bowsvm.io import read_manifest
 
     fm = {**read_manifest(root / "features" / name, stage="extract"), **(manifest_changes or {})}
-    if manifest_changes and "preset" in manifest_changes:
-        fm.pop("preset_config", None)
+    fm = {k: v for k, v in fm.items() if v is not None}  # a change to None drops the key
     with atomic_output_dir(tmp / "features" / name, overwrite=True) as d:
         write_json_atomic(d / "manifest.json", fm)
     mm = read_manifest(root / "models" / name, stage="train")
@@ -211,16 +209,36 @@ def test_predict_loading_errors(pipeline, tmp_path):
         Predictor.from_folders(None, models=root / "models", fusion=tmp_path / "nofusion", **kw)
     with pytest.raises(ValueError, match="feature_sets is empty"):
         Predictor.from_folders([], models=root / "models", fusion=None, **kw)
-    # the preset named in the feature manifest now hashes differently from the model's
-    _copy_set(root, tmp_path / "a", "svhog", {"preset": "quick-lcc-hog"})
-    with pytest.raises(ValueError, match="the preset changed since extraction"):
+    # the preset extraction recorded hashes differently from the model's preset_hash
+    from bowsvm.presets import load_preset
+
+    _copy_set(root, tmp_path / "a", "svhog", {"preset_config": load_preset("quick-lcc-hog")})
+    with pytest.raises(ValueError, match="the feature manifest records preset hash .* but the "
+                                         "preset extraction used .* has hash"):
         Predictor.from_folders(["svhog"], features=tmp_path / "a" / "features",
                                models=tmp_path / "a" / "models", fusion=None,
                                codebooks=root / "codebooks")
-    _copy_set(root, tmp_path / "b", "svhog", {"preset": "no-such-preset"})
-    with pytest.raises(ValueError, match="cannot resolve its preset"):
+    _copy_set(root, tmp_path / "a2", "svhog", {"preset_config": load_preset("quick-lcc-hog"),
+                                                "preset_hash": None})
+    with pytest.raises(ValueError, match="the feature manifest records no preset_hash"):
+        Predictor.from_folders(["svhog"], features=tmp_path / "a2" / "features",
+                               models=tmp_path / "a2" / "models", fusion=None,
+                               codebooks=root / "codebooks")
+    _copy_set(root, tmp_path / "b", "svhog", {"preset_config": None})
+    with pytest.raises(ValueError, match="lacks preset_config .* re-extract the feature set"):
         Predictor.from_folders(["svhog"], features=tmp_path / "b" / "features",
                                models=tmp_path / "b" / "models", fusion=None,
+                               codebooks=root / "codebooks")
+    _copy_set(root, tmp_path / "b2", "svhog", {"preset_config": {"name": "x", "nonsense": 1}})
+    with pytest.raises(ValueError, match="preset_config of .* is not a valid preset"):
+        Predictor.from_folders(["svhog"], features=tmp_path / "b2" / "features",
+                               models=tmp_path / "b2" / "models", fusion=None,
+                               codebooks=root / "codebooks")
+    # a codebook other than the one the features were extracted with
+    _copy_set(root, tmp_path / "b3", "svhog", {"codebook_hash": "0" * 16})
+    with pytest.raises(ValueError, match="features were extracted with codebook 0000"):
+        Predictor.from_folders(["svhog"], features=tmp_path / "b3" / "features",
+                               models=tmp_path / "b3" / "models", fusion=None,
                                codebooks=root / "codebooks")
     # two sets whose models disagree on the class list
     _copy_set(root, tmp_path / "c", "svhog")

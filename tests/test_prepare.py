@@ -16,7 +16,7 @@ from bowsvm.io import check_complete, is_complete, read_manifest
 from bowsvm.io.images import (
     FASHION_MNIST_CLASSES, load_idx_dataset, normalize_image, read_idx, scan_tree,
 )
-from bowsvm.prepare import apply_limit, check_counts, plan_classes, plan_holdout, Record
+from bowsvm.stages.prepare import apply_limit, check_counts, plan_classes, plan_holdout, Record
 
 RNG = np.random.default_rng(0)
 

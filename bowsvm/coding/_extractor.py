@@ -37,29 +37,37 @@ def _resolve(preset) -> dict:
 
 
 def prepare_image(image, max_side=None):
-    """2-D float32 grey image from an array; downsize so the longer side <= max_side.
+    """2-D float32 grey image from a pixel array, by the one image path of image files.
 
-    Conversion is ``bowsvm.features.to_gray`` (uint8 scaled to [0, 1], RGB to
-    luminance); downsizing uses ``skimage.transform.resize`` with
-    anti-aliasing.
+    A uint8 array (grey, grey + alpha, RGB or RGBA) goes through steps 3-5 of
+    :func:`bowsvm.io.images.decode_image`: 8-bit with alpha composited over
+    white, :func:`bowsvm.io.images.downsize` (Lanczos) so the longer side is
+    at most ``max_side``, luminance. So an array gives the same grey image as
+    its PNG file through the pipeline. Other dtypes (float in [0, 1], uint16,
+    bool) are converted by :func:`bowsvm.features.to_gray` (alpha ignored)
+    and downsized with the same Lanczos filter in float32, clipped to [0, 1].
 
     Raises
     ------
     ValueError
         If the array is not an image, is empty, or holds NaN/Inf.
     """
-    from bowsvm.features import to_gray
+    from PIL import Image
 
-    arr = to_gray(image)
+    from bowsvm.features import to_gray
+    from bowsvm.io.images import array_image, downsize, grey_pixels
+
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and 1 <= arr.shape[2] <= 4)):
+        img = array_image(arr)
+        return grey_pixels(img if max_side is None else downsize(img, max_side))
+    arr = to_gray(arr)
     if arr.size == 0:
         raise ValueError(f"image is empty (shape {arr.shape}).")
     if max_side is not None and max(arr.shape) > max_side:
-        from skimage.transform import resize
-
-        f = max_side / max(arr.shape)
-        shape = (max(1, round(arr.shape[0] * f)), max(1, round(arr.shape[1] * f)))
-        arr = resize(arr, shape, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    return np.ascontiguousarray(arr)
+        arr = np.asarray(downsize(Image.fromarray(arr), max_side), dtype=np.float32)
+        arr = np.clip(arr, 0.0, 1.0)
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _extract(gray, preset):
@@ -172,7 +180,7 @@ def encode_image(gray, preset, codebook: Codebook):
     ----------
     gray : (h, w) float32 array
         Grey image, already downsized to the preset's ``max_side`` (as
-        ``bowsvm.features.decode_image`` returns it).
+        ``bowsvm.io.images.decode_image`` returns it).
     preset : str or dict
     codebook : Codebook
         Must fit the preset (:func:`check_codebook`).

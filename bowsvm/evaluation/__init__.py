@@ -1,4 +1,4 @@
-"""Scoring, score fusion, metrics, the HTML report and end-to-end prediction.
+"""Scoring, score fusion, metrics and the HTML report (prediction: bowsvm.stages.predict).
 
 Modules (numpy/BLAS only: no numba kernels are needed here, the work is one GEMM
 per batch for scoring and vectorised reductions for metrics and fusion):
@@ -8,7 +8,6 @@ per batch for scoring and vectorised reductions for metrics and fusion):
 * :mod:`~bowsvm.evaluation.fusion`: z-scoring + simplex weights learned on val only.
 * :mod:`~bowsvm.evaluation.report`: the HTML report's numbers, figures and page
   (collect / figures / html).
-* :mod:`~bowsvm.evaluation.predict`: classify raw image files end to end.
 """
 
 from bowsvm.evaluation.fusion import (

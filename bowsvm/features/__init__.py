@@ -8,7 +8,7 @@ Public API::
     dense_hog_lbp(image, patch_sizes=(16, 24, 32), step=8, n_bins=8, clip=0.2,
                   cells=2, method="nri_uniform")
     extract_descriptors(image, kind, **params)      # kind in DESCRIPTORS
-    to_gray(image), decode_image(data, max_side=500)
+    to_gray(image)                                  # image files: bowsvm.io.images.decode_image
 
 Conventions (grid origin, centres, orientation, normalisation, low contrast)
 are documented in :mod:`bowsvm.features.dense`.
@@ -27,14 +27,13 @@ from .dense import (
     lbp_codes,
     patch_grid,
 )
-from .image import decode_image, to_gray
+from .image import to_gray
 
 __all__ = [
     "DESCRIPTORS",
     "HOG_MIN_MEAN_GRADIENT",
     "LBP_METHODS",
     "DenseDescriptors",
-    "decode_image",
     "dense_hog",
     "dense_hog_lbp",
     "dense_lbp",

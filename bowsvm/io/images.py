@@ -1,8 +1,11 @@
-"""Image ingest helpers: decode anything a user may have, re-encode it, or say why not.
+"""Image files: reading them safely, THE one image path, folder trees and IDX files.
 
-Pure functions over bytes and arrays; the Spark job in ``jobs/prepare_images.py``
-calls them inside partitions. Nothing here raises on bad image data:
-:func:`normalize_image` returns either an encoded image or a reject reason.
+:func:`decode_image` (bytes -> decode -> EXIF orientation -> 8-bit with alpha over
+white -> one resize filter -> grey float32) is the one path every stage uses: the
+prepare stage stores its 8-bit image (:func:`normalize_image`, which never raises on
+bad data but returns a reject reason), the codebook sample, extraction and predict
+decode with it, so predict sees what training saw. :data:`IMAGE_EXTENSIONS` is the
+one list of file suffixes taken for images in folders (``bowsvm predict``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+#: Suffixes (lower case) of the files ``bowsvm predict`` takes from a folder.
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
     ".pgm", ".pbm", ".pnm", ".jfif", ".ico",
@@ -212,9 +216,184 @@ def open_image(raw: bytes, max_pixels: int = DEFAULT_MAX_PIXELS):
         raise ImageTooLarge(w, h, max_pixels, int(m.group(1)) if m else None) from None
 
 
+def _open_8bit(raw: bytes, max_pixels: int, size: list | None = None):
+    """Steps 1-3 of the one image path; raises whatever PIL raises on bad bytes.
+
+    ``size``, if given, receives the stored (width, height) once the header is read.
+    """
+    from PIL import ImageOps
+
+    with open_image(raw, max_pixels) as img:
+        if size is not None:
+            size[:] = img.size
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_8bit(img)
+
+
+def decode_8bit(data, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Decode image bytes to an oriented 8-bit PIL image (steps 1-3 of the image path).
+
+    Decode with PIL (images of more than ``max_pixels`` pixels are refused
+    before decoding, :func:`open_image`), apply the EXIF orientation, convert
+    to 8-bit 'L' or 'RGB' with alpha composited over white (:func:`_to_8bit`).
+    Multi-frame files keep their first frame.
+
+    Parameters
+    ----------
+    data : bytes, bytearray or memoryview
+    max_pixels : int
+
+    Returns
+    -------
+    PIL.Image.Image, mode 'L' or 'RGB', both sides >= 1
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not bytes-like.
+    ImageTooLarge
+        (a ValueError) over ``max_pixels``.
+    ValueError
+        If ``data`` is not a decodable image.
+    """
+    from PIL import UnidentifiedImageError
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"data must be bytes (an encoded image), got {type(data).__name__}; "
+            f"read the file in binary mode."
+        )
+    try:
+        img = _open_8bit(bytes(data), max_pixels)
+    except ImageTooLarge:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, EOFError,
+            IndexError) as exc:
+        raise ValueError(f"data ({len(data)} bytes) is not a decodable image: {exc}") from None
+    if min(img.size) < 1:
+        raise ValueError(f"data ({len(data)} bytes) is an image with a zero-length side "
+                         f"({img.size[0]}x{img.size[1]}).")
+    return img
+
+
+def grey_pixels(img) -> np.ndarray:
+    """Luminance of an 8-bit 'L' or 'RGB' PIL image as float32 in [0, 1] (step 5).
+
+    The same arithmetic as :func:`bowsvm.features.to_gray` on the uint8 array
+    (``/ 255`` in float32, then ``0.299 R + 0.587 G + 0.114 B`` summed in that
+    order), so the two agree bit for bit (``tests/test_features.py`` checks it;
+    io may not import features, hence the three lines here).
+
+    Returns
+    -------
+    (H, W) float32, C-contiguous
+    """
+    if img.mode not in ("L", "RGB"):
+        raise ValueError(f"grey_pixels needs an 8-bit 'L' or 'RGB' image, got mode {img.mode!r}; "
+                         f"convert it with decode_8bit or array_image first.")
+    f = np.asarray(img).astype(np.float32)
+    f /= np.float32(255.0)
+    if f.ndim == 3:
+        w = _LUMA
+        f = w[0] * f[:, :, 0] + w[1] * f[:, :, 1] + w[2] * f[:, :, 2]
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+#: BT.601 luma weights (the values of ``bowsvm.features.LUMA_WEIGHTS``).
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def decode_image(data, max_side=500, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to a grey float32 image: THE image path of bowsvm.
+
+    The prepare stage (which stores step 4's 8-bit image), the codebook
+    sample, extraction and ``bowsvm predict`` all go through these steps, so
+    predict sees exactly what training saw:
+
+    1. decode with PIL, refusing more than ``max_pixels`` pixels before
+       decoding (:func:`open_image`; first frame of multi-frame files);
+    2. apply the EXIF orientation;
+    3. convert to 8-bit 'L' or 'RGB' (16-bit scaled by 65535, palette and
+       CMYK to RGB, alpha composited over white: :func:`_to_8bit`);
+    4. downsize so the longer side is at most ``max_side``: PIL's Lanczos
+       with ``reducing_gap=3.0`` (:func:`downsize`; never enlarged; each side
+       rounded, at least 1 px);
+    5. luminance, float32 in [0, 1] (:func:`grey_pixels`).
+
+    An image prepared with ``--max-side M --format png`` and a preset of
+    ``max_side`` M decodes to the same array as its original file (step 4 does
+    nothing the second time). JPEG re-encoding (``--format jpeg``) or a second
+    downsizing (prepare's ``--max-side`` above the preset's) is lossy and
+    makes training see slightly different pixels than the original.
+
+    Parameters
+    ----------
+    data : bytes, bytearray or memoryview
+        Encoded image (any format PIL reads: JPEG, PNG, ...).
+    max_side : int or None
+        Bound on the longer side in pixels (>= 1); None keeps the full size.
+    max_pixels : int
+        Images (or frames) with more pixels are refused before they are
+        decoded (decompression bombs; the prepare stage's ``--max-pixels``).
+
+    Returns
+    -------
+    (H, W) float32 in [0, 1], C-contiguous
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not bytes-like or ``max_side`` not an integer.
+    ValueError
+        If ``data`` cannot be decoded, ``max_side < 1``, or the image has more
+        than ``max_pixels`` pixels (:class:`ImageTooLarge`, a ValueError
+        naming ``--max-pixels`` and the image's size).
+    """
+    from bowsvm._validation import check_int
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"data must be bytes (an encoded image), got {type(data).__name__}; "
+            f"read the file in binary mode."
+        )
+    if max_side is not None:
+        max_side = check_int("max_side", max_side, low=1)
+    max_pixels = check_int("max_pixels", max_pixels, low=1)
+    img = decode_8bit(data, max_pixels)
+    if max_side is not None:
+        img = downsize(img, max_side)
+    return grey_pixels(img)
+
+
+def array_image(arr):
+    """An 8-bit 'L' or 'RGB' PIL image of a uint8 array (step 3 for pixels in memory).
+
+    ``(H, W)`` and ``(H, W, 1)`` are grey, ``(H, W, 2)`` grey + alpha,
+    ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA; alpha is composited over white as
+    for files (:func:`_to_8bit`).
+
+    Raises
+    ------
+    ValueError
+        If ``arr`` is not uint8 of one of those shapes, or is empty.
+    """
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
+        raise ValueError(f"array_image needs a uint8 (H, W) or (H, W, 1..4) array, got "
+                         f"{arr.dtype} of shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(f"image is empty (shape {arr.shape}).")
+    return _to_8bit(Image.fromarray(np.ascontiguousarray(arr)))
+
+
 def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = DEFAULT_MAX_PIXELS,
                     fmt: str = "jpeg", quality: int = 90) -> Normalized:
-    """Decode image bytes, fix orientation and mode, downsize, re-encode.
+    """Steps 1-4 of :func:`decode_image`, then re-encode: the prepare stage's per file.
 
     - EXIF orientation is applied (``ImageOps.exif_transpose``).
     - CMYK, 16-bit, palette, alpha and 1-bit images are converted to 8-bit RGB
@@ -240,27 +419,24 @@ def normalize_image(raw: bytes, max_side: int = 500, max_pixels: int = DEFAULT_M
     Normalized
         With ``data`` set on success, else ``reason`` (never raises on bad data).
     """
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if len(raw) == 0:
         return Normalized(reason="empty file (0 bytes)")
-    w0 = h0 = 0
+    size = [0, 0]
     try:
-        with open_image(raw, max_pixels) as img:
-            w0, h0 = img.size
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_8bit(img)
+        img = _open_8bit(raw, max_pixels, size)
     except ImageTooLarge as exc:
         return Normalized(orig_width=exc.width, orig_height=exc.height, reason=str(exc))
     except UnidentifiedImageError:
         return Normalized(reason="not an image (format not recognised)")
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
-        return Normalized(orig_width=w0, orig_height=h0,
+        return Normalized(orig_width=size[0], orig_height=size[1],
                           reason=f"truncated or corrupt image: {type(exc).__name__}: {exc}")
     except Exception as exc:  # any other decoder failure must not stop the job
-        return Normalized(orig_width=w0, orig_height=h0,
+        return Normalized(orig_width=size[0], orig_height=size[1],
                           reason=f"undecodable image: {type(exc).__name__}: {exc}")
+    w0, h0 = size
     if min(img.size) < 1:
         return Normalized(reason="image has a zero-length side")
     img = downsize(img, max_side)
@@ -299,7 +475,11 @@ def _to_8bit(img):
 
 
 def downsize(img, max_side: int):
-    """Shrink a PIL image so its longer side is <= ``max_side`` (Lanczos)."""
+    """Shrink a PIL image so its longer side is <= ``max_side``: THE resize filter.
+
+    PIL's Lanczos with ``reducing_gap=3.0``; each side ``round(side * scale)``,
+    at least 1 px; an image already small enough is returned as is.
+    """
     from PIL import Image
 
     w, h = img.size
