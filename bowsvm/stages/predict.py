@@ -340,10 +340,10 @@ class Predictor:
         fusion_path = Path(fusion) if fusion is not None else None
         fmodel = None
         if fusion_path is not None and is_complete(fusion_path):
-            import json
+            from bowsvm.io.fusion import read_fusion_weights
 
             read_manifest(fusion_path, stage="fuse")
-            fmodel = FusionModel.from_json(json.loads((fusion_path / "weights.json").read_text()))
+            fmodel = FusionModel.from_json(read_fusion_weights(fusion_path))
         if feature_sets is None:
             if fmodel is not None:
                 feature_sets = list(fmodel.feature_sets)
