@@ -11,7 +11,10 @@ import pytest
 import scipy.sparse as sp
 
 from bowsvm.cli import main
-from bowsvm.evaluation.scoring import decision_scores, load_model, read_scores, score_feature_set
+from bowsvm.asgd.core import decision_scores
+from bowsvm.io.models import load_model
+from bowsvm.io.scores import read_scores
+from bowsvm.stages.score import score_feature_set
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard
 
@@ -191,7 +194,7 @@ def test_more_model_and_score_errors(dirs, tmp_path):
     with pytest.raises(ValueError, match="codebook_hash differs"):
         score_feature_set(dirs["features"], dirs["models"], dirs["scores"], "fs", "val")
     # a damaged scores folder: the manifest lists more classes than the vectors hold
-    from bowsvm.evaluation.scoring import write_scores
+    from bowsvm.io.scores import write_scores
 
     write_scores(tmp_path / "s", ["a"], [0], np.zeros((1, 3)),
                  {"stage": "score", "classes": ["x", "y", "z", "w"], "n": 1})

@@ -48,7 +48,7 @@ import numpy as np
 
 from bowsvm._validation import check_int
 from bowsvm.evaluation.metrics import check_scores_labels, top_k_accuracy
-from bowsvm.evaluation.scoring import (
+from bowsvm.io.scores import (
     PARQUET_OPTIONS,
     ScoreSet,
     read_scores,

@@ -37,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bowsvm.asgd.core import decision_scores
 from bowsvm.evaluation.fusion import FusionModel, apply_fusion
 from bowsvm.evaluation.metrics import top_k_indices
-from bowsvm.evaluation.scoring import LinearModel, decision_scores, load_model
 from bowsvm.io import is_complete, read_manifest
 from bowsvm.io.images import (
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, ImageTooLarge, UnusableFile, read_image_file,
 )
+from bowsvm.io.models import LinearModel, load_model
 
 __all__ = ["FeatureSetRuntime", "Predictor", "IMAGE_SUFFIXES", "list_image_files"]
 

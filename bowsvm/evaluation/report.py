@@ -49,7 +49,7 @@ from bowsvm.evaluation.metrics import (
     top_k_accuracy,
     top_k_indices,
 )
-from bowsvm.evaluation.scoring import read_scores
+from bowsvm.io.scores import read_scores
 from bowsvm.io import is_complete, read_manifest, write_json_atomic
 from bowsvm.io.atomic import check_file_target
 
