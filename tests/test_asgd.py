@@ -215,3 +215,7 @@ def test_timings_report_phases():
     core.train_chunk(st, X, y, core.Hyper(power=1.0, block_size=10), tm)
     assert set(tm) == {"margins", "gram", "walk", "update", "violations", "pairs"}
     assert tm["pairs"] == 400 and 0 < tm["violations"] <= 400
+
+
+def test_hyper_defaults_are_the_estimators():
+    assert core.Hyper() == ASGDClassifier()._hyper()

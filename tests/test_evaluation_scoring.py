@@ -108,6 +108,7 @@ def test_score_equals_direct_gemm(dirs, layout, density):
     assert s.classes == CLASSES
     assert s.manifest["stage"] == "score" and s.manifest["n"] == 60
     assert s.manifest["split"] == "val" and s.manifest["feature_set"] == "fs"
+    assert isinstance(s.manifest["seconds"], float) and s.manifest["preset_hash"] == "ph0"
     assert (dirs["scores"] / "fs" / "val" / "_SUCCESS").exists()
 
 
@@ -183,6 +184,9 @@ def test_decision_scores_sparse_equals_dense(rng, density):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="features have dim 500 but the model has dim 49"):
         decision_scores(X, W[:, :49], b)
+    wide = decision_scores(X.astype(np.float64), W, b)  # float32 only when both are float32
+    assert wide.dtype == np.float64
+    np.testing.assert_allclose(wide, d, rtol=1e-5, atol=1e-5)
 
 
 def test_more_model_and_score_errors(dirs, tmp_path):

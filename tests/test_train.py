@@ -120,6 +120,7 @@ def test_streamed_training_equals_sequential_algorithm(tmp_path, layout):
     np.testing.assert_allclose(b, bbar, rtol=0, atol=1e-4 * np.abs(bbar).max())
     assert man["t"] == 600 and man["classes"] == [f"c{i}" for i in range(6)]
     assert man["dim"] == 24 and man["preset_hash"] == "abc" and man["epochs"] == 2
+    assert isinstance(man["seconds"], float) and man["seconds"] >= man["timings"]["train_seconds"]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(r["top1"] > 0.7 and r["top5"] >= r["top1"] and r["objective"] > 0 for r in log), log
     assert not (tmp_path / "models" / ".fs.checkpoint").exists()
