@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit  # noqa: E402
 from bowsvm.asgd.core import GroupState, Hyper, train_chunk  # noqa: E402
-from bowsvm.asgd.streaming import calibrate_eta0  # noqa: E402
+from bowsvm.asgd.trainer import calibrate_eta0  # noqa: E402
 
 
 def log(*a):
@@ -216,7 +216,7 @@ def bench_sparse(a):
 
 
 def _load_split(features, name, split):
-    from bowsvm.asgd.streaming import iter_chunks, open_feature_set, scan_split
+    from bowsvm.io.features import iter_chunks, open_feature_set, scan_split
 
     fs = open_feature_set(features, name)
     info = scan_split(fs, split)
@@ -294,7 +294,7 @@ def bench_memory(a):
             "print(int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())"
             ".group(1)) * 1024)")
     base = subprocess.run([sys.executable, "-c", code.format(
-        body="import bowsvm.asgd.streaming, bowsvm.commands.train, numba, pyarrow.parquet")],
+        body="import bowsvm.asgd.trainer, bowsvm.stages.train, bowsvm.io.features, numba, pyarrow.parquet")],
         capture_output=True, text=True, check=True)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code.format(body=(
@@ -305,7 +305,7 @@ def bench_memory(a):
     sec = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
-    from bowsvm.asgd.streaming import parse_bytes
+    from bowsvm.stages.train import parse_bytes
 
     peak = int(r.stdout.strip().splitlines()[-1])
     baseline = int(base.stdout.strip().splitlines()[-1])

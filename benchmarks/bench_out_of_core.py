@@ -102,7 +102,7 @@ def load_split(folder: Path, dim: int):
 
 
 def epoch_sequence(files, rows: int, seed: int, epoch: int) -> np.ndarray:
-    """Ids in the order `bowsvm train` visits them in ``epoch`` (see bowsvm.asgd.streaming)."""
+    """Ids in the order `bowsvm train` visits them in ``epoch`` (see bowsvm.stages.train)."""
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng([seed, epoch])
@@ -134,7 +134,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     from bowsvm.asgd import ASGDClassifier
-    from bowsvm.asgd.streaming import parse_bytes
+    from bowsvm.stages.train import parse_bytes
     from bowsvm.io.features import shard_files
 
     work = Path(tempfile.mkdtemp(prefix="bowsvm-ooc-", dir=a.work))

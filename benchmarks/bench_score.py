@@ -44,7 +44,7 @@ def main(argv=None):
 
     from bowsvm.evaluation.fusion import fit_fusion
     from bowsvm.evaluation.metrics import top_k_accuracy
-    from bowsvm.evaluation.scoring import score_feature_set
+    from bowsvm.stages.score import score_feature_set
     from bowsvm.io import atomic_output_dir, write_json_atomic
     from bowsvm.io.features import shard_entries, write_shard
 

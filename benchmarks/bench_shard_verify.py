@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=8)
     a = p.parse_args()
 
-    from bowsvm.asgd.streaming import iter_chunks, open_feature_set, scan_split
+    from bowsvm.io.features import iter_chunks, open_feature_set, scan_split
     from bowsvm.io import atomic_output_dir, write_json_atomic
     from bowsvm.io.features import shard_entries, write_shard
 

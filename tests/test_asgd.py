@@ -212,6 +212,10 @@ def test_timings_report_phases():
     X, y = _data(100, 6, 4, seed=11)
     st = core.GroupState(np.arange(4), 6, np.float64)
     tm = {}
-    core.train_chunk(st, X, y, core.Hyper(block_size=10), tm)
+    core.train_chunk(st, X, y, core.Hyper(power=1.0, block_size=10), tm)
     assert set(tm) == {"margins", "gram", "walk", "update", "violations", "pairs"}
     assert tm["pairs"] == 400 and 0 < tm["violations"] <= 400
+
+
+def test_hyper_defaults_are_the_estimators():
+    assert core.Hyper() == ASGDClassifier()._hyper()

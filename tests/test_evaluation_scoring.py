@@ -11,7 +11,10 @@ import pytest
 import scipy.sparse as sp
 
 from bowsvm.cli import main
-from bowsvm.evaluation.scoring import decision_scores, load_model, read_scores, score_feature_set
+from bowsvm.asgd.core import decision_scores
+from bowsvm.io.models import load_model
+from bowsvm.io.scores import read_scores
+from bowsvm.stages.score import score_feature_set
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard
 
@@ -105,6 +108,7 @@ def test_score_equals_direct_gemm(dirs, layout, density):
     assert s.classes == CLASSES
     assert s.manifest["stage"] == "score" and s.manifest["n"] == 60
     assert s.manifest["split"] == "val" and s.manifest["feature_set"] == "fs"
+    assert isinstance(s.manifest["seconds"], float) and s.manifest["preset_hash"] == "ph0"
     assert (dirs["scores"] / "fs" / "val" / "_SUCCESS").exists()
 
 
@@ -180,6 +184,9 @@ def test_decision_scores_sparse_equals_dense(rng, density):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="features have dim 500 but the model has dim 49"):
         decision_scores(X, W[:, :49], b)
+    wide = decision_scores(X.astype(np.float64), W, b)  # float32 only when both are float32
+    assert wide.dtype == np.float64
+    np.testing.assert_allclose(wide, d, rtol=1e-5, atol=1e-5)
 
 
 def test_more_model_and_score_errors(dirs, tmp_path):
@@ -191,7 +198,7 @@ def test_more_model_and_score_errors(dirs, tmp_path):
     with pytest.raises(ValueError, match="codebook_hash differs"):
         score_feature_set(dirs["features"], dirs["models"], dirs["scores"], "fs", "val")
     # a damaged scores folder: the manifest lists more classes than the vectors hold
-    from bowsvm.evaluation.scoring import write_scores
+    from bowsvm.io.scores import write_scores
 
     write_scores(tmp_path / "s", ["a"], [0], np.zeros((1, 3)),
                  {"stage": "score", "classes": ["x", "y", "z", "w"], "n": 1})

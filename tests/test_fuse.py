@@ -8,8 +8,8 @@ import pytest
 from bowsvm.cli import main
 from bowsvm.evaluation.fusion import FusionModel, apply_fusion, fit_fusion
 from bowsvm.evaluation.metrics import top_k_accuracy
-from bowsvm.evaluation.scoring import write_scores
 from bowsvm.io.fusion import read_fused
+from bowsvm.io.scores import write_scores
 from bowsvm.stages.fuse import fuse_feature_sets
 
 C = 6
@@ -198,7 +198,7 @@ def test_val_only_fusion_when_test_missing(tmp_path):
 
 def test_more_fusion_errors(two_sets, tmp_path, rng):
     from bowsvm.evaluation.fusion import align_score_sets
-    from bowsvm.evaluation.scoring import ScoreSet
+    from bowsvm.io.scores import ScoreSet
 
     root, data = two_sets
     y = rng.integers(0, C, 10)

@@ -371,7 +371,7 @@ def test_object_array_codebook(tmp_path):
 
 
 def test_corrupt_checkpoint_on_resume(tmp_path, capsys):
-    from bowsvm.asgd.streaming import KILL_ENV
+    from bowsvm.stages.train import KILL_ENV
 
     feats = make_l2_features(tmp_path / "f")
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", **{KILL_ENV: "1"})

@@ -129,7 +129,7 @@ def test_predict_single_set_uses_raw_scores(pipeline):
     pred = Predictor.from_folders(["svhog"], features=root / "features", models=root / "models",
                                   fusion=root / "fusion", codebooks=root / "codebooks")
     assert pred.fusion is None
-    from bowsvm.evaluation.scoring import read_scores
+    from bowsvm.io.scores import read_scores
 
     sc = read_scores(root / "scores" / "svhog" / "test")
     f = root / "inputs" / f"{sc.ids[3]}.png"

@@ -98,7 +98,7 @@ def tree_pipeline(tmp_path_factory):
 
 
 def test_predict_on_original_files_equals_score_of_prepared_shards(tree_pipeline):
-    from bowsvm.evaluation.scoring import read_scores
+    from bowsvm.io.scores import read_scores
     from bowsvm.stages.predict import Predictor
 
     root = tree_pipeline

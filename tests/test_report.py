@@ -16,7 +16,7 @@ from PIL import Image
 
 from bowsvm.cli import main
 from bowsvm.evaluation.report import fmt_pct
-from bowsvm.evaluation.report.collect import image_shard_files  # TRANSITIONAL: bowsvm.io.image_shards
+from bowsvm.io.image_shards import image_shard_files
 from bowsvm.io import atomic_output_dir, write_json_atomic
 from bowsvm.io.features import shard_entries, write_shard
 from bowsvm.stages.report import build_report

@@ -13,15 +13,15 @@ import scipy.sparse as sp
 from naive import asgd_sequential
 
 from bowsvm import cli
-from bowsvm.asgd.streaming import (
-    KILL_ENV,
+from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
+from bowsvm.io.features import (
     open_feature_set,
-    parse_bytes,
     rows_per_chunk,
     scan_split,
+    shard_entries,
+    write_shard,
 )
-from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
-from bowsvm.io.features import shard_entries, write_shard
+from bowsvm.stages.train import KILL_ENV, parse_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,6 +120,7 @@ def test_streamed_training_equals_sequential_algorithm(tmp_path, layout):
     np.testing.assert_allclose(b, bbar, rtol=0, atol=1e-4 * np.abs(bbar).max())
     assert man["t"] == 600 and man["classes"] == [f"c{i}" for i in range(6)]
     assert man["dim"] == 24 and man["preset_hash"] == "abc" and man["epochs"] == 2
+    assert isinstance(man["seconds"], float) and man["seconds"] >= man["timings"]["train_seconds"]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(r["top1"] > 0.7 and r["top5"] >= r["top1"] and r["objective"] > 0 for r in log), log
     assert not (tmp_path / "models" / ".fs.checkpoint").exists()
@@ -186,10 +187,10 @@ def test_resume_refuses_other_settings(tmp_path, capsys):
     feats = make_feature_set(tmp_path / "features")
     ck = tmp_path / "m" / ".fs.checkpoint"
     from bowsvm.asgd.core import Hyper
-    from bowsvm.asgd.streaming import train_feature_set
+    from bowsvm.stages.train import train_feature_set
 
     fs = open_feature_set(feats, "fs")
-    train_feature_set(fs, hyper=Hyper(eta0=0.1), epochs=2, checkpoint_dir=ck, n_jobs=1)
+    train_feature_set(fs, hyper=Hyper(eta0=0.1, power=1.0), epochs=2, checkpoint_dir=ck, n_jobs=1)
     assert train(feats, tmp_path / "m", "--epochs", "2", "--eta0", "0.2", "--resume") == 2
     assert "different settings" in capsys.readouterr().err
 
@@ -280,7 +281,7 @@ def test_spark_groups_equal_local(tmp_path):
 
 
 def test_calibrate_eta0_finds_best_power_of_two():
-    from bowsvm.asgd.streaming import calibrate_eta0
+    from bowsvm.asgd.trainer import calibrate_eta0
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 10)).astype(np.float32)

@@ -253,7 +253,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        S = decision_scores(self.coef_, self.intercept_, X)
+        S = decision_scores(X, self.coef_, self.intercept_)
         return S[:, 0] if S.shape[1] == 1 else S
 
     def predict(self, X):

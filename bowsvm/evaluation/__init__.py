@@ -4,7 +4,6 @@ Modules (numpy/BLAS only: no numba kernels are needed here, the work is one GEMM
 per batch for scoring and vectorised reductions for metrics and fusion):
 
 * :mod:`~bowsvm.evaluation.metrics`: top-k accuracy, per-class hit rates, confusion pairs.
-* :mod:`~bowsvm.evaluation.scoring`: decision scores of a model on a feature set's split.
 * :mod:`~bowsvm.evaluation.fusion`: z-scoring + simplex weights learned on val only.
 * :mod:`~bowsvm.evaluation.report`: the HTML report's numbers, figures and page
   (collect / figures / html).
@@ -23,31 +22,15 @@ from bowsvm.evaluation.metrics import (
     top_k_indices,
     true_class_ranks,
 )
-from bowsvm.evaluation.scoring import (
-    LinearModel,
-    ScoreSet,
-    decision_scores,
-    load_model,
-    read_scores,
-    score_feature_set,
-    write_scores,
-)
 
 __all__ = [
     "FusionModel",
-    "LinearModel",
-    "ScoreSet",
     "align_score_sets",
     "apply_fusion",
     "confusion_pairs",
-    "decision_scores",
     "fit_fusion",
-    "load_model",
     "per_class_hit_rates",
-    "read_scores",
-    "score_feature_set",
     "top_k_accuracy",
     "top_k_indices",
     "true_class_ranks",
-    "write_scores",
 ]

@@ -41,7 +41,7 @@ import numpy as np
 
 from bowsvm._validation import check_int
 from bowsvm.evaluation.metrics import check_scores_labels
-from bowsvm.evaluation.scoring import ScoreSet  # TRANSITIONAL: bowsvm.io.scores after the merge
+from bowsvm.io.scores import ScoreSet
 
 __all__ = [
     "FusionModel",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bowsvm.evaluation.scoring import (  # TRANSITIONAL: bowsvm.io.scores after the merge
+from bowsvm.io.scores import (
     PARQUET_OPTIONS,
     ScoreSet,
     read_scores_file,

@@ -16,7 +16,7 @@ from pathlib import Path
 from bowsvm._validation import check_int
 from bowsvm.evaluation.fusion import align_score_sets, apply_fusion, fit_fusion
 from bowsvm.evaluation.metrics import top_k_accuracy
-from bowsvm.evaluation.scoring import read_scores  # TRANSITIONAL: bowsvm.io.scores after the merge
+from bowsvm.io.scores import read_scores
 from bowsvm.io import content_hash
 from bowsvm.io.atomic import check_target
 from bowsvm.io.fusion import STAGE, write_fusion

@@ -38,7 +38,8 @@ import numpy as np
 from bowsvm._validation import check_int
 from bowsvm.evaluation.fusion import FusionModel, apply_fusion
 from bowsvm.evaluation.metrics import top_k_indices
-from bowsvm.evaluation.scoring import LinearModel, decision_scores, load_model
+from bowsvm.asgd.core import decision_scores
+from bowsvm.io.models import LinearModel, load_model
 from bowsvm.extract import too_small
 from bowsvm.io import is_complete, read_manifest
 from bowsvm.io.atomic import atomic_file, check_file_target

@@ -43,12 +43,13 @@ from bowsvm.evaluation.metrics import (
     top_k_accuracy,
     top_k_indices,
 )
-from bowsvm.evaluation.scoring import read_scores  # TRANSITIONAL: bowsvm.io.scores after the merge
+from bowsvm.io.scores import read_scores
 from bowsvm.io import is_complete, read_manifest
 from bowsvm.io.features import iter_shard_batches, shard_files
 from bowsvm.io.fusion import read_fused, read_fusion_manifest, read_fusion_metrics
+from bowsvm.io.image_shards import image_shard_files
 
-__all__ = ["N_EXAMPLES", "N_NAMED", "SPLITS", "collect_report_data", "image_shard_files",
+__all__ = ["N_EXAMPLES", "N_NAMED", "SPLITS", "collect_report_data",
            "public_data"]
 
 SPLITS = ("val", "test")
@@ -302,16 +303,6 @@ def _per_class(data: dict, s, source: str) -> None:
         {**p, "true_class": classes[p["true"]], "predicted_class": classes[p["predicted"]]}
         for p in confusion_pairs(s.scores, s.labels, top=N_NAMED)
     ]
-
-
-def image_shard_files(images) -> list:  # TRANSITIONAL: moves to bowsvm.io.image_shards
-    """Parquet image shards of a ``bowsvm prepare`` folder.
-
-    ``bowsvm prepare`` writes them to ``images/shards/part-*.parquet``;
-    ``images/part-*.parquet`` (docs/FORMATS.md) is accepted too.
-    """
-    root = Path(images)
-    return sorted(root.glob("part-*.parquet")) + sorted((root / "shards").glob("part-*.parquet"))
 
 
 def _examples(images, s) -> list:
