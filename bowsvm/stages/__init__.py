@@ -23,10 +23,11 @@ A stage module owns its options, its partition functions and its manifest. It de
 ``check_arguments(args)``
     validates the options and refuses outputs it may not write, before any heavy
     work (no Spark session, no data pass); raises ValueError, FileNotFoundError or
-    FileExistsError naming the option. It runs once in each process that receives
-    the options: the CLI (so a mistake costs no JVM start) and the job script.
+    FileExistsError naming the option. Of a Spark stage it runs once in each process
+    that receives the options: the CLI (so a mistake costs no JVM start) and the job
+    script.
 ``run(args) -> int``
-    a local stage: the whole stage (after ``check_arguments``).
+    a local stage: the whole stage, starting with ``check_arguments(args)``.
 ``run_spark(spark, args) -> int``
     a Spark stage: the driver's work, given the session. ``JOB`` names its script
     in ``jobs/``, which :func:`bowsvm.spark.run_stage_job` runs under spark-submit.
