@@ -2,7 +2,7 @@
 
 For every feature set the image goes through exactly the training path:
 ``bowsvm.features.decode_image(bytes, preset["max_side"])`` (grey float32,
-downsized), then ``bowsvm.coding.encode_images`` over a batch of images, as in
+downsized), then ``bowsvm.coding.feature_vectors`` over a batch of images, as in
 the extraction job (dense descriptors -> LCC/SV coding -> spatial pyramid
 pooling), then the
 model's ``x @ coef.T + intercept``. With several feature sets the scores are
@@ -203,7 +203,7 @@ class Predictor:
             If the image is too small for a feature set's smallest patch (it
             would score as the all-zero vector; extraction rejects such images).
         """
-        from bowsvm.extract import too_small
+        from bowsvm.coding import too_small
         from bowsvm.features import decode_image
 
         grey = {}
@@ -224,12 +224,12 @@ class Predictor:
         ValueError
             If a feature set's preset does not produce its model's dimension.
         """
-        from bowsvm.coding import encode_images, stack_features
+        from bowsvm.coding import feature_vectors, stack_features
 
         per_set = []
         for s in self.sets:
             ms, out = s.preset.get("max_side"), s.preset["output"]
-            X = stack_features(encode_images([g[ms] for g in greys], s.preset, s.codebook),
+            X = stack_features(feature_vectors([g[ms] for g in greys], s.preset, s.codebook),
                                int(out["dim"]), out["layout"])
             if X.shape[1] != s.model.dim:
                 raise ValueError(f"feature set {s.name!r} produced {X.shape[1]} features but "
@@ -253,7 +253,7 @@ class Predictor:
         """Like :meth:`predict_files`, yielding each file's result as its batch is done.
 
         Files are decoded one by one and coded ``batch`` at a time with
-        :func:`bowsvm.coding.encode_images`, the function the extraction job
+        :func:`bowsvm.coding.feature_vectors`, the function the extraction job
         runs (descriptors of many images share one nearest-basis GEMM).
         """
         files = [Path(f) for f in files]
