@@ -30,6 +30,10 @@ from bowsvm.io import atomic_output_dir, parquet, read_manifest, write_json_atom
 from bowsvm.io.atomic import prepare_target
 from bowsvm.prepare import seeded_key  # TRANSITIONAL: bowsvm._seed (H1)
 from bowsvm.presets import feature_set_preset
+from bowsvm.spark import SparkProgress
+
+# bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
+# functions that use them: the CLI imports every stage module to build its parser.
 
 NAME = "codebook"
 ORDER = 20
@@ -195,8 +199,6 @@ def run_spark(spark, args) -> int:
     from pyspark.sql import functions as F
 
     from bowsvm.coding import learn_codebook
-    from bowsvm.spark import SparkProgress
-
     t0 = time.time()
     sc = spark.sparkContext
     spark_start = max(0.0, t0 - sc.startTime / 1000)  # the session, built by run_stage_job

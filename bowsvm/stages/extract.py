@@ -37,6 +37,10 @@ from bowsvm.io import (
 )
 from bowsvm.io.atomic import prepare_target
 from bowsvm.presets import feature_set_preset
+from bowsvm.spark import SparkProgress
+
+# bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
+# functions that use them: the CLI imports every stage module to build its parser.
 
 NAME = "extract"
 ORDER = 30
@@ -361,8 +365,6 @@ def run_spark(spark, args) -> int:
         ``n_images`` (nothing is written), or Spark could not read an image
         shard (named).
     """
-    from bowsvm.spark import SparkProgress
-
     t0 = time.time()
     sc = spark.sparkContext
     spark_start = max(0.0, t0 - sc.startTime / 1000)  # the session, built by run_stage_job
