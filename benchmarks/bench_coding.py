@@ -4,7 +4,7 @@ Side by side in one run:
 
 * ``knn_bases`` (blocked GEMM + numba top-k) against one plain float32 GEMM of
   the same shapes (n x d times d x p), as achieved GFLOP/s (2 n p d flops);
-* ``lcc_encode`` (p = 4096 and 8192, k = 20, d = 128) and ``svc_encode``
+* ``lcc_encode`` (p = 4096 and 8192, k = 20, d = 128) and ``sv_encode``
   (p = 512, d = 128) codes per second;
 * the peer: scikit-learn ``NearestNeighbors(algorithm="brute")`` (timed on
   all n descriptors) followed by a per-descriptor numpy solve of the same LCC
@@ -152,7 +152,7 @@ def main(argv=None):
         fmnist(args.fmnist, args.fmnist_train)
         return
 
-    from bowsvm.coding import _kernels, knn_bases, lcc_encode, svc_encode
+    from bowsvm.coding import _kernels, knn_bases, lcc_encode, sv_encode
 
     rng = np.random.default_rng(0)
     d = args.d
@@ -197,13 +197,13 @@ def main(argv=None):
 
     p = 512
     Z, B = _data(rng, args.n_sv, p, d)
-    svc_encode(Z[:64], B)
+    sv_encode(Z[:64], B)
     peer_knn(Z[:64], B, 1)
     flops = 2.0 * args.n_sv * p * d
     Bt = np.ascontiguousarray(B.T)
     t_gemm, _ = _best(lambda: Z @ Bt, args.repeat)
     t_knn, _ = _best(lambda: knn_bases(Z, B, 1), args.repeat)
-    t_sv, codes = _best(lambda: svc_encode(Z, B), args.repeat)
+    t_sv, codes = _best(lambda: sv_encode(Z, B), args.repeat)
     t_peer, (pa, _) = _best(lambda: peer_sv(Z, B, 0.1), args.repeat)
     rows.append({
         "what": f"SV p={p} d={d}",

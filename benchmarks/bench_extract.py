@@ -3,7 +3,7 @@
 For each preset, on the same 500x375 photos (scikit-image's bundled photos, resized,
 plus flipped and cropped variants):
 
-- in-process, one thread: ``bowsvm.extract.extract_local`` (the very function the Spark
+- in-process, one thread: ``bowsvm.stages.extract.extract_local`` (the very function the Spark
   tasks run) -> seconds per image per core;
 - ``bowsvm extract --master local[2]`` -> images/s for the job, per core, both end to
   end and after Spark's start-up (recorded in the manifest);
@@ -81,7 +81,7 @@ def write_images(root: Path, blobs):
 
 def write_codebook(root: Path, name: str, blobs, seed=0):
     from bowsvm.coding import Codebook, fit_pca, sample_descriptors
-    from bowsvm.extract import feature_set_preset
+    from bowsvm.presets import feature_set_preset
     from bowsvm.io.images import decode_image
     from bowsvm.io import atomic_output_dir, write_json_atomic
 
@@ -116,7 +116,7 @@ def main(argv=None):
 
     from threadpoolctl import threadpool_limits
 
-    from bowsvm.extract import extract_local
+    from bowsvm.stages.extract import extract_local
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     results = []
@@ -145,7 +145,7 @@ def main(argv=None):
             wall = time.perf_counter() - t
             m = json.loads((work / "features" / name / "manifest.json").read_text())
             cores = m["default_parallelism"]
-            job = m["wall_seconds"] - m["spark_start_seconds"]
+            job = m["seconds"]  # the stage after the session start (spark_start_seconds)
             spark_s_per_image_core = job * cores / args.images
             results.append({
                 "preset": name, "dim": m["dim"], "layout": m["layout"], "images": args.images,

@@ -136,3 +136,35 @@ def check_bool(name: str, value) -> bool:
             f"{name} must be True or False, got {type(value).__name__} {value!r}."
         )
     return bool(value)
+
+
+def check_grids(grids) -> list[tuple[int, int]]:
+    """Validate a spatial pyramid: a non-empty list of (rows, cols) positive int pairs.
+
+    Shared by the presets (``pooling.grids``) and the pooling functions, so a
+    pyramid is checked the same way wherever it comes from.
+
+    Raises
+    ------
+    TypeError
+        If ``grids`` is not iterable, or an entry is not.
+    ValueError
+        If it is empty, an entry is not a pair, or a count is below 1.
+    """
+    try:
+        out = [tuple(g) for g in grids]
+    except TypeError:
+        raise TypeError(
+            f"grids must be a list of (rows, cols) pairs, got {grids!r}; "
+            f"e.g. [(1, 1), (3, 3)]."
+        ) from None
+    if not out:
+        raise ValueError("grids is empty; pass at least one grid, e.g. [(1, 1)].")
+    res = []
+    for g in out:
+        if len(g) != 2:
+            raise ValueError(
+                f"grids entry {g!r} is not a (rows, cols) pair; e.g. [(1, 1), (3, 3)]."
+            )
+        res.append((check_int("grid rows", g[0], low=1), check_int("grid cols", g[1], low=1)))
+    return res

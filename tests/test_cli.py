@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bowsvm.cli import build_parser
-from bowsvm.extract import add_codebook_arguments, add_extract_arguments
+from bowsvm.stages import codebook, extract, prepare
 from bowsvm.spark import forward_args
 from bowsvm.stages import prepare
 
@@ -34,9 +34,9 @@ def test_subcommand_help(command, capsys):
 @pytest.mark.parametrize("adder,argv", [
     (prepare.add_arguments, ["--fashion-mnist", "/d", "--output", "/o", "--val-per-class", "5",
                          "--limit-per-class", "3", "--format", "png", "--overwrite"]),
-    (add_codebook_arguments, ["--feature-set", "a", "--images", "/i", "--codebooks", "/c",
+    (codebook.add_arguments, ["--feature-set", "a", "--images", "/i", "--codebooks", "/c",
                               "--kmeans", "mllib", "--seed", "4"]),
-    (add_extract_arguments, ["--feature-set", "a", "--preset", "b", "--images", "/i",
+    (extract.add_arguments, ["--feature-set", "a", "--preset", "b", "--images", "/i",
                              "--codebooks", "/c", "--features", "/f", "--partitions", "7"]),
 ])
 def test_forward_args_round_trip(adder, argv):

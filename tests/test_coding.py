@@ -16,6 +16,7 @@ from bowsvm.coding import (
     lcc_encode,
     learn_codebook,
     spm_pool,
+    sv_encode,
     svc_encode,
 )
 from naive import naive_knn, naive_lcc, naive_max_pool, naive_sv_pool
@@ -154,7 +155,7 @@ def test_thread_count_does_not_change_results(rng):
     b = lcc_encode(Z, B, k=9, n_threads=2)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(a.data, b.data)
-    s1, s2 = svc_encode(Z, B, n_threads=1), svc_encode(Z, B, n_threads=2)
+    s1, s2 = sv_encode(Z, B, n_threads=1), sv_encode(Z, B, n_threads=2)
     np.testing.assert_array_equal(s1.assign, s2.assign)
     np.testing.assert_array_equal(s1.blocks, s2.blocks)
 
@@ -209,7 +210,7 @@ def test_bad_inputs(rng):
     with pytest.raises(ValueError, match=r"Z contains NaN or Inf \(first at index \(3, 2\)\)"):
         lcc_encode(Zn, B)
     with pytest.raises(ValueError, match="Z contains NaN"):
-        svc_encode(Zn, B)
+        sv_encode(Zn, B)
     with pytest.raises(ValueError, match="beta=-1.0 is out of range"):
         lcc_encode(Z, B, beta=-1)
     with pytest.raises(ValueError, match="dtype='float16' is not a valid option"):
@@ -217,7 +218,7 @@ def test_bad_inputs(rng):
     with pytest.raises(ValueError, match="B must have at least 1 row"):
         knn_bases(Z, B[:0], 1)
     with pytest.raises(ValueError, match="s=-0.5 is out of range"):
-        svc_encode(Z, B, s=-0.5)
+        sv_encode(Z, B, s=-0.5)
     with pytest.raises(ValueError, match="n_threads=0 is too small"):
         lcc_encode(Z, B, n_threads=0)
 
@@ -225,7 +226,7 @@ def test_bad_inputs(rng):
 # ---------------------------------------------------------------- SV
 def test_svc_codes_layout(rng):
     Z, B = _data(rng, n=50, p=10, d=6, dtype=np.float64)
-    codes = svc_encode(Z, B, s=0.3)
+    codes = sv_encode(Z, B, s=0.3)
     assert codes.blocks.shape == (50, 7) and codes.n_bases == 10
     ref_idx, _ = naive_knn(Z, B, 1)
     np.testing.assert_array_equal(codes.assign, ref_idx[:, 0])
@@ -245,7 +246,7 @@ def test_sv_pool_matches_paper_formula(rng, grids, normalize):
     Z, B = _data(rng, n=150, p=12, d=5, dtype=np.float64)
     centers = rng.integers(0, 40, size=(150, 2)).astype(np.float64) + 0.5
     shape = (40, 40)
-    x = spm_pool(svc_encode(Z, B, s=0.2), centers, shape, grids, normalize=normalize)
+    x = spm_pool(sv_encode(Z, B, s=0.2), centers, shape, grids, normalize=normalize)
     ref = naive_sv_pool(Z, B, 0.2, centers, shape, grids, normalize=normalize == "l2")
     assert x.dtype == np.float64
     np.testing.assert_allclose(x, ref, rtol=1e-10, atol=1e-12)
@@ -281,7 +282,7 @@ def test_spm_1x1_equals_global_pooling(rng):
     # and the 1x1 level of a bigger pyramid is that same block
     y = spm_pool(C, centers, (20, 20), [(1, 1), (3, 3)], normalize="none")
     np.testing.assert_array_equal(y[:30], x)
-    s = svc_encode(Z, B)
+    s = sv_encode(Z, B)
     xs = spm_pool(s, centers, (20, 20), [(1, 1)], normalize="none")
     ys = spm_pool(s, centers, (20, 20), [(1, 1), (2, 2)], normalize="none")
     np.testing.assert_array_equal(ys[:xs.size], xs)
@@ -316,9 +317,9 @@ def test_empty_descriptor_set_gives_zero_vector(rng):
     empty = np.zeros((0, 8), np.float32)
     x = spm_pool(lcc_encode(empty, B, k=3), np.zeros((0, 2)), (10, 10), [(1, 1), (3, 3)])
     assert x.shape == (200,) and x.dtype == np.float32 and not x.any()
-    xs = spm_pool(svc_encode(empty, B), np.zeros((0, 2)), (10, 10), [(2, 2)])
+    xs = spm_pool(sv_encode(empty, B), np.zeros((0, 2)), (10, 10), [(2, 2)])
     assert xs.shape == (4 * 20 * 9,) and not xs.any()
-    ind, val = spm_pool(svc_encode(empty, B), np.zeros((0, 2)), (10, 10), [(2, 2)],
+    ind, val = spm_pool(sv_encode(empty, B), np.zeros((0, 2)), (10, 10), [(2, 2)],
                         output="sparse")
     assert ind.size == 0 and val.size == 0
 
@@ -326,7 +327,7 @@ def test_empty_descriptor_set_gives_zero_vector(rng):
 def test_pool_l2_per_block(rng):
     Z, B = _data(rng, n=200, p=16, d=8)
     centers = rng.uniform(0, 30, size=(200, 2))
-    x = spm_pool(svc_encode(Z, B), centers, (30, 30), [(1, 1), (3, 3)])
+    x = spm_pool(sv_encode(Z, B), centers, (30, 30), [(1, 1), (3, 3)])
     norms = np.linalg.norm(x.reshape(10, -1), axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
 
@@ -429,5 +430,32 @@ def test_codebook_errors(tmp_path, rng):
 
 def test_svcodes_is_a_tuple(rng):
     Z, B = _data(rng, n=5, p=3, d=2)
-    assign, blocks, p = svc_encode(Z, B)
-    assert isinstance(svc_encode(Z, B), SVCodes) and p == 3 and blocks.dtype == np.float32
+    assign, blocks, p = sv_encode(Z, B)
+    assert isinstance(sv_encode(Z, B), SVCodes) and p == 3 and blocks.dtype == np.float32
+
+
+def test_svc_encode_is_the_old_name_of_sv_encode(rng):
+    import bowsvm.coding as coding
+
+    assert svc_encode is sv_encode and coding.svc_encode is coding.sv_encode
+    assert {"sv_encode", "svc_encode"} <= set(coding.__all__)
+
+
+def test_codebook_save_is_atomic(tmp_path, rng, monkeypatch):
+    import os
+
+    cb = codebook_from_centers(rng.standard_normal((5, 3)))
+    cb.save(tmp_path / "c")
+    before = (tmp_path / "c" / "codebook.npz").read_bytes()
+    assert oct((tmp_path / "c" / "codebook.npz").stat().st_mode & 0o777) == oct(0o644)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    # a failed write leaves the old file as it was and no temporary behind
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        codebook_from_centers(rng.standard_normal((5, 3))).save(tmp_path / "c")
+    assert (tmp_path / "c" / "codebook.npz").read_bytes() == before
+    assert sorted(os.listdir(tmp_path / "c")) == ["codebook.json", "codebook.npz"]
+    assert Codebook.load(tmp_path / "c").hash == cb.hash

@@ -1,4 +1,4 @@
-"""Tests of whole feature sets: encode_image, encode_images, FeatureSetExtractor."""
+"""Tests of the per-image coding pipeline: feature_vector, feature_vectors, FeatureSetExtractor."""
 
 import gzip
 
@@ -15,9 +15,9 @@ from bowsvm.coding import (
     FeatureSetExtractor,
     check_codebook,
     codebook_from_centers,
-    encode_descriptors,
-    encode_image,
-    encode_images,
+    code_and_pool,
+    feature_vector,
+    feature_vectors,
     lcc_encode,
     prepare_image,
     sample_descriptors,
@@ -55,10 +55,10 @@ def test_pipeline_fit_transform_round_trip(fashion):
     fe = pipe[0]
     F = fe.transform(X[400:410])
     assert isinstance(F, np.ndarray) and F.shape == (10, 80) and F.dtype == np.float32
-    # the features are what encode_image gives for each image on its own
+    # the features are what feature_vector gives for each image on its own
     for i in range(3):
         g = prepare_image(X[400 + i], fe.preset_["max_side"])
-        np.testing.assert_array_equal(F[i], encode_image(g, "quick-lcc-hog", fe.codebook_))
+        np.testing.assert_array_equal(F[i], feature_vector(g, "quick-lcc-hog", fe.codebook_))
     c = clone(pipe)
     assert c[0].get_params()["preset"] == "quick-lcc-hog"
 
@@ -69,8 +69,8 @@ def test_batched_equals_per_image(fitted, fashion, name):
     fe = fitted[name]
     imgs = [prepare_image(x, 64) for x in X[200:230]]
     imgs.append(np.zeros((5, 5), np.float32))  # no patch fits: all-zero vector
-    batched = encode_images(imgs, name, fe.codebook_, batch_descriptors=500)
-    single = [encode_image(g, name, fe.codebook_) for g in imgs]
+    batched = feature_vectors(imgs, name, fe.codebook_, batch_descriptors=500)
+    single = [feature_vector(g, name, fe.codebook_) for g in imgs]
     assert len(batched) == len(single) == 31
     for a, b in zip(batched, single):
         if isinstance(a, tuple):
@@ -133,9 +133,9 @@ def test_extractor_errors(fitted, fashion):
     with pytest.raises(ValueError, match=r"does not fit preset 'quick-sv-hog' \(n_bases: preset 8, codebook 16"):
         check_codebook("quick-sv-hog", cb)
     with pytest.raises(ValueError, match=r"does not fit preset .*input_dim: preset 364, codebook 128"):
-        encode_image(prepare_image(X[0]), "quick-lcc-hoglbp", cb)
+        feature_vector(prepare_image(X[0]), "quick-lcc-hoglbp", cb)
     with pytest.raises(TypeError, match="codebook must be a bowsvm.coding.Codebook"):
-        encode_image(prepare_image(X[0]), "quick-lcc-hog", cb.bases)
+        feature_vector(prepare_image(X[0]), "quick-lcc-hog", cb.bases)
     with pytest.raises(ValueError, match="X must be a sequence of images"):
         fitted["quick-lcc-hog"].transform(X[0])
     with pytest.raises(ValueError, match="X holds no images"):
@@ -144,7 +144,7 @@ def test_extractor_errors(fitted, fashion):
         FeatureSetExtractor(preset="quick-lcc-hog", n_samples=3).fit(X[:5])
     Zn = np.full((4, 128), np.nan, np.float32)
     with pytest.raises(ValueError, match="descriptors contains NaN or Inf"):
-        encode_descriptors(Zn, np.zeros((4, 2)), (28, 28), "quick-lcc-hog", cb)
+        code_and_pool(Zn, np.zeros((4, 2)), (28, 28), "quick-lcc-hog", cb)
 
 
 def test_prepare_image_downsizes():
@@ -153,3 +153,15 @@ def test_prepare_image_downsizes():
     assert g.shape == (100, 40) and g.dtype == np.float32
     assert prepare_image(np.zeros((10, 10), np.uint8)).shape == (10, 10)
     assert isinstance(codebook_from_centers(np.eye(3)), Codebook)
+
+
+def test_too_small_is_below_the_smallest_patch():
+    from bowsvm.coding import too_small
+
+    p = load_preset("quick-lcc-hog")
+    side = min(p["descriptors"]["patch_sizes"])
+    assert too_small(np.zeros((side, side), np.float32), p) is None
+    assert too_small(np.zeros((side, 3 * side), np.float32), "quick-lcc-hog") is None
+    why = too_small(np.zeros((side - 1, 40), np.float32), p)
+    assert why.startswith(f"image too small: 40x{side - 1} px after decoding")
+    assert f"smallest patch of {side}x{side} px" in why

@@ -12,7 +12,7 @@ from conftest import fmnist_image_rows, kill_while_writing
 import scipy.sparse as sp
 
 from bowsvm.coding import Codebook
-from bowsvm.extract import (
+from bowsvm.stages.extract import (
     FAIL_FIRST_ATTEMPT_ENV, commit_task_output, extract_local, write_task_output,
 )
 from bowsvm.io import atomic_output_dir, is_complete, read_manifest, write_json_atomic

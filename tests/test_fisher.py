@@ -14,7 +14,7 @@ from bowsvm.coding import (
     fisher_vectors,
     fit_gmm,
     spm_pool,
-    svc_encode,
+    sv_encode,
 )
 from naive import naive_fisher_vector, naive_gmm_posteriors
 
@@ -326,7 +326,7 @@ def test_fisher_vector_blocks_follow_spm_pool_numbering(rng):
     # a descriptor alone in its cell: find its block through spm_pool's layout
     g = _gmm(rng, K=2, D=3)
     Z, C, shape = _image(rng, 1, 3)
-    sv = svc_encode(Z, np.zeros((1, 3), np.float32))
+    sv = sv_encode(Z, np.zeros((1, 3), np.float32))
     occupied = np.flatnonzero(spm_pool(sv, C, shape, PYRAMID).reshape(8, -1).any(1))
     fv = fisher_vector(Z, C, shape, g, PYRAMID).reshape(8, -1)
     np.testing.assert_array_equal(np.flatnonzero(fv.any(1)), occupied)

@@ -105,3 +105,42 @@ def test_validation_messages():
         check_array("X", np.ones((1, 2)), min_rows=2)
     assert check_array("X", np.ones(2, np.float32)).dtype == np.float32
     assert check_array("X", np.ones(2, np.int16)).dtype == np.float64
+
+
+def test_shard_writer_series_and_single_file(tmp_path):
+    import pyarrow as pa
+
+    from bowsvm.io import parquet
+    from bowsvm.io.features import ShardWriter, feature_schema, shard_table
+
+    X = np.arange(14, dtype=np.float32).reshape(7, 2)
+    t = features_to_table([f"i{k}" for k in range(7)], np.arange(7), X)
+    with ShardWriter(lambda k: tmp_path / "s" / f"part-{k:03d}.parquet", 2, "dense", 3) as w:
+        w.write(t.slice(0, 2))
+        w.write(t.slice(2))
+    assert [(p.name, n) for p, n in w.files] == [
+        ("part-000.parquet", 3), ("part-001.parquet", 3), ("part-002.parquet", 1)]
+    back = pa.concat_tables([parquet.read_table(p) for p, _ in w.files])
+    assert back.schema == feature_schema(2, "dense") and back.equals(t)
+    # write_shard is the same writer: the same bytes as one write_table of the table
+    write_shard(tmp_path / "a.parquet", [f"i{k}" for k in range(7)], np.arange(7), X)
+    parquet.write_table(t, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    # an empty single shard is still written; an empty series writes nothing
+    write_shard(tmp_path / "e.parquet", [], [], np.zeros((0, 2), np.float32))
+    assert parquet.read_table(tmp_path / "e.parquet").num_rows == 0
+    assert ShardWriter(lambda k: tmp_path / "none" / f"{k}.parquet", 2, "dense", 3).close() == []
+    assert not (tmp_path / "none").exists()
+    # list<float32> rows (as Spark hands them over) are cast to the fixed-size format
+    loose = pa.table({"id": ["a"], "label": pa.array([1], pa.int32()), "split": ["train"],
+                      "x": pa.array([[1.0, 2.0]], pa.list_(pa.float32()))})
+    assert shard_table(loose, 2).schema == feature_schema(2, "dense")
+    with pytest.raises(ValueError, match="do not fit the dense feature-shard format of dim=3"):
+        shard_table(loose, 3)
+    big = loose.set_column(1, "label", pa.array([2**40], pa.int64()))
+    with pytest.raises(ValueError, match="labels int32"):
+        shard_table(big, 2)
+    with pytest.raises(ValueError, match=r"\['indices', 'values'\] missing"):
+        shard_table(loose.drop(["x"]), 2)
+    with pytest.raises(ValueError, match="do not fit this sparse shard writer"):
+        ShardWriter(tmp_path / "z.parquet", 2, "sparse").write(t)

@@ -1,7 +1,7 @@
 """``bowsvm predict`` end to end from raw image files, against the batch pipeline.
 
 A small Fashion-MNIST pipeline is built with the real descriptor/coding code:
-PNG bytes -> decode_image -> encode_image for two quick presets (one dense, one
+PNG bytes -> decode_image -> feature_vector for two quick presets (one dense, one
 sparse), codebooks saved with Codebook.save, feature shards, linear models
 (scikit-learn LinearSVC, written in the documented model format), `bowsvm score`
 and `bowsvm fuse`. Predicting the test PNG files must give the fused test scores
@@ -48,7 +48,7 @@ def _png(a):
 def pipeline(tmp_path_factory, fashion_dir):
     from sklearn.svm import LinearSVC
 
-    from bowsvm.coding import FeatureSetExtractor, encode_image, stack_features
+    from bowsvm.coding import FeatureSetExtractor, feature_vector, stack_features
     from bowsvm.io.images import decode_image
     from bowsvm.presets import load_preset, preset_hash
 
@@ -79,7 +79,7 @@ def pipeline(tmp_path_factory, fashion_dir):
         feats = {}
         with atomic_output_dir(root / "features" / name) as tmp:
             for s, (ids, labels, _) in data.items():
-                F = stack_features([encode_image(g, preset, cb) for g in greys[s]], dim, layout)
+                F = stack_features([feature_vector(g, preset, cb) for g in greys[s]], dim, layout)
                 feats[s] = F
                 (tmp / s).mkdir()
                 write_shard(tmp / s / "part-00000.parquet", ids, labels, F, layout=layout)

@@ -181,3 +181,28 @@ def test_preset_errors(tmp_path):
     f.write_text("[descriptors\nkind=1")
     with pytest.raises(ValueError, match="broken.toml"):
         load_preset(f)
+
+
+def test_feature_set_preset_and_hash_function():
+    from bowsvm.io.manifest import content_hash
+    from bowsvm.presets import feature_set_preset
+
+    for name in list_presets():
+        preset, h = feature_set_preset(name)
+        assert preset == load_preset(name) and h == preset_hash(name) == preset_hash(preset)
+        # the same canonical hash as every other content hash bowsvm records
+        assert h == content_hash({k: v for k, v in preset.items()
+                                  if k not in ("name", "description")})
+    with pytest.raises(FileNotFoundError, match="no preset 'nope'"):
+        feature_set_preset("nope")
+
+
+def test_presets_import_only_validation():
+    import ast
+
+    import bowsvm.presets as presets
+
+    tree = ast.parse(open(presets.__file__).read())
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in mods if m and m.startswith("bowsvm")} == {"bowsvm._validation"}

@@ -1,11 +1,15 @@
 """Coding and pooling: codebooks, LCC and super-vector codes, spatial pyramid pooling.
 
 Layers (see STYLE.md): numba kernels in ``_kernels``; validated functions in
-``_encode`` (knn_bases, lcc_encode, svc_encode), ``_pooling`` (spm_pool),
+``_encode`` (knn_bases, lcc_encode, sv_encode), ``_pooling`` (spm_pool),
 ``_codebook`` (Codebook, learn_codebook), ``gmm`` (GMM, fit_gmm),
-``fisher`` (fisher_posteriors, fisher_vector, fisher_vectors), ``_extractor`` (whole feature
-sets from presets) and ``_transformer`` (the scikit-learn transformer,
-imported on first use so that Spark tasks do not load scikit-learn).
+``fisher`` (fisher_posteriors, fisher_vector, fisher_vectors), ``pipeline`` (the
+per-image coding pipeline of a preset: descriptors -> codes -> pooling, i.e.
+feature_vector, feature_vectors, sample_descriptors, too_small) and ``_transformer``
+(the scikit-learn transformer, imported on first use so that Spark tasks do not load
+scikit-learn).
+
+``svc_encode`` is the old name of ``sv_encode`` (super-vector coding), kept as an alias.
 
 Conventions
 -----------
@@ -46,18 +50,20 @@ from bowsvm.coding._encode import (
     SVCodes,
     knn_bases,
     lcc_encode,
+    sv_encode,
     svc_encode,
 )
-from bowsvm.coding._extractor import (
+from bowsvm.coding._pooling import block_ids, pyramid_blocks, spm_pool
+from bowsvm.coding.pipeline import (
     check_codebook,
-    encode_descriptors,
-    encode_image,
-    encode_images,
+    code_and_pool,
+    feature_vector,
+    feature_vectors,
     prepare_image,
     sample_descriptors,
     stack_features,
+    too_small,
 )
-from bowsvm.coding._pooling import block_ids, pyramid_blocks, spm_pool
 from bowsvm.coding.fisher import (
     fisher_posteriors,
     fisher_vector,
@@ -83,10 +89,10 @@ __all__ = [
     "SVCodes",
     "block_ids",
     "check_codebook",
+    "code_and_pool",
     "codebook_from_centers",
-    "encode_descriptors",
-    "encode_image",
-    "encode_images",
+    "feature_vector",
+    "feature_vectors",
     "fisher_posteriors",
     "fisher_vector",
     "fisher_vector_dim",
@@ -101,5 +107,7 @@ __all__ = [
     "sample_descriptors",
     "spm_pool",
     "stack_features",
+    "sv_encode",
     "svc_encode",
+    "too_small",
 ]

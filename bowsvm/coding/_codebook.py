@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from bowsvm._validation import check_array, check_int
+from bowsvm.io.arrays import load_npz
+from bowsvm.io.atomic import atomic_file
+from bowsvm.io.manifest import write_json_atomic
 
 __all__ = ["Codebook", "codebook_from_centers", "fit_pca", "learn_codebook"]
 
@@ -150,8 +151,9 @@ class Codebook:
         """Write ``codebook.npz`` + ``codebook.json`` into a folder, or to ``X.npz`` + ``X.json``.
 
         ``path`` ending in ``.npz`` names the array file; anything else is a
-        folder (created if missing). Each file is written through a temporary
-        file and renamed.
+        folder (created if missing). Each file is written atomically
+        (:func:`bowsvm.io.atomic.atomic_file`: a temporary file beside it,
+        renamed over it once complete).
 
         Returns
         -------
@@ -160,17 +162,8 @@ class Codebook:
         """
         npz, js = self._paths(path)
         npz.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=f".{npz.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self._arrays())
-            os.replace(tmp, npz)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        from bowsvm.io.manifest import write_json_atomic
-
+        with atomic_file(npz, "wb") as f:
+            np.savez(f, **self._arrays())
         write_json_atomic(js, self.metadata())
         return npz
 
@@ -196,8 +189,6 @@ class Codebook:
             raise FileNotFoundError(f"codebook metadata {str(js)!r} is missing.")
         with open(js) as f:
             md = json.load(f)
-        from bowsvm.io.arrays import load_npz
-
         arrays = load_npz(npz, "codebook file")
         if "bases" not in arrays:
             raise ValueError(f"{str(npz)!r} holds no 'bases' array; not a codebook file.")

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from bowsvm._validation import check_array, check_choice, check_int, check_real
 from bowsvm.coding import _kernels
 
-__all__ = ["SVCodes", "knn_bases", "lcc_encode", "svc_encode"]
+__all__ = ["SVCodes", "knn_bases", "lcc_encode", "sv_encode", "svc_encode"]
 
 #: working precision of the nearest-basis search ("auto": float32 unless an
 #: input is float64)
@@ -381,8 +381,11 @@ class SVCodes(NamedTuple):
         )
 
 
-def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto", n_threads=None):
-    """Super-vector codes: nearest basis and the block ``[s, z - b_k]``.
+def sv_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto", n_threads=None):
+    """Super-vector (SV) codes: nearest basis and the block ``[s, z - b_k]``.
+
+    Also available as :func:`svc_encode`, its name before issue 14 ("SV coding",
+    not a support vector classifier).
 
     Parameters
     ----------
@@ -433,3 +436,8 @@ def svc_encode(Z, B, s=DEFAULT_S, *, block=None, dtype="auto", n_threads=None):
     blocks[:, 0] = s
     np.subtract(Z, B[assign], out=blocks[:, 1:])
     return SVCodes(assign, blocks, B.shape[0])
+
+
+#: The name :func:`sv_encode` had before issue 14, kept so existing code keeps working
+#: ("svc" is super-vector coding here, not a support vector classifier).
+svc_encode = sv_encode

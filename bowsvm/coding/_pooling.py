@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from bowsvm._validation import check_array, check_choice, check_int
+from bowsvm._validation import check_array, check_choice, check_grids, check_int
 from bowsvm.coding import _kernels
 from bowsvm.coding._encode import SVCodes
 
@@ -14,27 +14,6 @@ __all__ = ["pyramid_blocks", "spm_pool", "block_ids"]
 _POOLINGS = {"auto": "auto", "max": "max", "sv": "sv"}
 _NORMALIZE = {"l2": "l2", "none": "none"}
 _OUTPUTS = {"dense": "dense", "sparse": "sparse"}
-
-
-def check_grids(grids):
-    """Validate a pyramid: a non-empty list of (rows, cols) positive int pairs."""
-    try:
-        out = [tuple(g) for g in grids]
-    except TypeError:
-        raise TypeError(
-            f"grids must be a list of (rows, cols) pairs, got {grids!r}; "
-            f"e.g. [(1, 1), (3, 3)]."
-        ) from None
-    if not out:
-        raise ValueError("grids is empty; pass at least one grid, e.g. [(1, 1)].")
-    res = []
-    for g in out:
-        if len(g) != 2:
-            raise ValueError(
-                f"grids entry {g!r} is not a (rows, cols) pair; e.g. [(1, 1), (3, 3)]."
-            )
-        res.append((check_int("grid rows", g[0], low=1), check_int("grid cols", g[1], low=1)))
-    return res
 
 
 def pyramid_blocks(grids) -> int:
@@ -87,7 +66,7 @@ def spm_pool(
     ----------
     codes : scipy.sparse matrix (n, p) or SVCodes
         LCC codes (from :func:`lcc_encode`) or super-vector codes (from
-        :func:`svc_encode`).
+        :func:`sv_encode`).
     centers : (n, 2) array_like
         Descriptor centres (x, y) in pixels.
     shape : (h, w)
@@ -145,7 +124,7 @@ def spm_pool(
     else:
         raise TypeError(
             f"codes must be a scipy.sparse matrix (LCC codes) or SVCodes, got "
-            f"{type(codes).__name__}; build them with lcc_encode or svc_encode."
+            f"{type(codes).__name__}; build them with lcc_encode or sv_encode."
         )
     if pooling == "auto":
         pooling = kind

@@ -1,4 +1,4 @@
-"""The whole extractor as a scikit-learn transformer (imports scikit-learn)."""
+"""The per-image coding pipeline as a scikit-learn transformer (imports scikit-learn)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from bowsvm._validation import check_int
 from bowsvm.coding._codebook import Codebook, learn_codebook
-from bowsvm.coding._extractor import (
+from bowsvm.coding.pipeline import (
     check_codebook,
-    encode_images,
+    feature_vectors,
     prepare_image,
     sample_descriptors,
     stack_features,
@@ -110,7 +110,7 @@ class FeatureSetExtractor(TransformerMixin, BaseEstimator):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "codebook_")
-        res = encode_images(self._images(X), self.preset_, self.codebook_,
+        res = feature_vectors(self._images(X), self.preset_, self.codebook_,
                             batch_descriptors=self.batch_descriptors)
         return stack_features(res, self.n_features_out_, self.preset_["output"]["layout"])
 

@@ -29,9 +29,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bowsvm._validation import check_array, check_bool, check_choice, check_real
+from bowsvm._validation import check_array, check_bool, check_choice, check_grids, check_real
 from bowsvm.coding import _kernels
-from bowsvm.coding._pooling import _block_ids, _finish, check_grids
+from bowsvm.coding._pooling import _block_ids, _finish
 from bowsvm.coding.gmm import GMM, _log_density_matrix
 
 __all__ = ["fisher_posteriors", "fisher_vector", "fisher_vector_dim", "fisher_vectors"]

@@ -110,10 +110,140 @@ def shard_files(folder, split: str) -> list[Path]:
     return sorted(d.glob("*.parquet")) if d.is_dir() else []
 
 
+# --------------------------------------------------------------- the writer
+
+def shard_table(table, dim: int) -> pa.Table:
+    """The feature-shard table (:func:`feature_schema`) of rows that carry its columns.
+
+    ``table`` is a pyarrow Table or RecordBatch with ``id``, ``label`` and
+    either ``x`` (list<float32> of ``dim`` values, or already fixed size) or
+    ``indices`` + ``values``; other columns (the extract stage's ``split`` and
+    ``error``) are dropped, and the columns are cast (safely) to the format's
+    types, e.g. ``x`` from list<float32> to the fixed-size list.
+
+    Raises
+    ------
+    ValueError
+        If a column of the format is missing, or a column cannot be cast to its
+        type (an ``x`` row without ``dim`` values, a label beyond int32).
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    layout = "dense" if "x" in table.column_names else "sparse"
+    schema = feature_schema(dim, layout)
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"a feature-shard table needs the columns {schema.names}; "
+                         f"{missing} missing from {table.column_names}.")
+    t = table.select(schema.names)
+    if t.schema != schema:
+        try:
+            t = t.cast(schema)  # safe casts only: no overflow, no truncation
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(f"feature rows of schema ({t.schema.to_string(show_schema_metadata=False)}"
+                             .replace("\n", ", ") + f") do not fit the {layout} feature-shard "
+                             f"format of dim={dim} (ids strings, labels int32, "
+                             + ("x dim float32 values" if layout == "dense" else
+                                "indices int32, values float32") + f"): {exc}") from None
+    return t
+
+
+class ShardWriter:
+    """The one writer of feature shards: tables in, Parquet files of at most N rows out.
+
+    Parameters
+    ----------
+    path : path or callable
+        The file to write, or ``path(k)`` giving the k-th file (k = 0, 1, ...)
+        of a series; a new file is started every ``rows_per_file`` rows.
+    dim : int
+    layout : {"dense", "sparse"}
+    rows_per_file : int, optional
+        None: one file, however many rows.
+
+    A series' files are created on the first row they get (no empty files);
+    a single ``path`` is written even with no rows. Files are written
+    with page checksums (:func:`bowsvm.io.parquet.writer`) and closed by
+    :meth:`close` (or leaving the ``with`` block). The bytes depend only on
+    the rows written, in order, and on where the files break.
+
+    Attributes
+    ----------
+    files : list of (Path, int)
+        Every file closed so far and its rows, in the order written.
+    """
+
+    def __init__(self, path, dim: int, layout: str, rows_per_file: int | None = None):
+        self._single = not callable(path)
+        self._path_of = (lambda k, p=Path(path): p) if self._single else path
+        self.dim = int(dim)
+        self.schema = feature_schema(self.dim, layout)
+        self.layout = layout
+        self.rows_per_file = rows_per_file
+        self.files: list[tuple[Path, int]] = []
+        self._writer = self._file = None
+        self._rows = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.files.append((self._file, self._rows))
+            self._writer = None
+
+    def write(self, table) -> None:
+        """Append rows: a table (or batch) accepted by :func:`shard_table`.
+
+        Raises
+        ------
+        ValueError
+            If the rows are not of this writer's layout and dimension.
+        """
+        t = shard_table(table, self.dim)
+        if t.schema != self.schema:
+            raise ValueError(f"feature rows of schema {t.schema} do not fit this {self.layout} "
+                             f"shard writer of dim {self.dim} ({self.schema}).")
+        start = 0
+        while start < t.num_rows or (self._single and self._writer is None and not self.files):
+            full = self.rows_per_file is not None and self._rows >= self.rows_per_file
+            if self._writer is None or full:
+                k = len(self.files) + (self._writer is not None)
+                self._close_file()
+                self._file = Path(self._path_of(k))
+                self._file.parent.mkdir(parents=True, exist_ok=True)
+                self._writer = parquet.writer(self._file, self.schema)
+                self._rows = 0
+            take = t.num_rows - start
+            if self.rows_per_file is not None:
+                take = min(take, self.rows_per_file - self._rows)
+            self._writer.write_table(t.slice(start, take))
+            self._rows += take
+            start += take
+
+    def close(self) -> list[tuple[Path, int]]:
+        """Close the open file; return :attr:`files`."""
+        if self._single and self._writer is None and not self.files:
+            self.write(self.schema.empty_table())
+        self._close_file()
+        return self.files
+
+
 def write_shard(path, ids, labels, X, layout: str | None = None) -> None:
-    """Write one feature shard, page checksums on (tests and local tools; the
-    extraction job writes through :func:`bowsvm.io.parquet.writer` too)."""
-    parquet.write_table(features_to_table(ids, labels, X, layout), path)
+    """Write one feature shard from ids, labels and a dense or CSR matrix.
+
+    The same writer as the extract stage's (:class:`ShardWriter`), for tests,
+    benchmarks and local tools.
+    """
+    t = features_to_table(ids, labels, X, layout)
+    dim = t.schema.field("x").type.list_size if "x" in t.column_names else X.shape[1]
+    with ShardWriter(path, dim, "dense" if "x" in t.column_names else "sparse") as w:
+        w.write(t)
 
 
 def iter_shard_batches(path, dim: int, batch_rows: int = 4096, lean: bool = False):

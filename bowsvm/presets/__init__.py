@@ -51,12 +51,15 @@ in, ``pooling.method``, and the derived sizes ``descriptors.dim``,
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 
-from bowsvm._validation import check_choice, check_int, check_real
+from bowsvm._validation import check_choice, check_grids, check_int, check_real
 
-__all__ = ["descriptor_params", "list_presets", "load_preset", "preset_hash"]
+__all__ = ["descriptor_params", "feature_set_preset", "list_presets", "load_preset",
+           "preset_hash"]
 
 PRESET_DIR = Path(__file__).resolve().parent
 
@@ -232,8 +235,6 @@ def _resolve(raw: dict, default_name: str) -> dict:
         co["dim"] = cb["n_bases"] * (d + 1)
 
     po = p["pooling"]
-    from bowsvm.coding._pooling import check_grids
-
     po["grids"] = [list(g) for g in check_grids(po["grids"])]
     if po["method"] is not None and po["method"] != pool_method:
         raise ValueError(
@@ -261,12 +262,30 @@ def preset_hash(preset) -> str:
     """Content hash of a resolved preset (name and description excluded).
 
     Two presets that produce the same features have the same hash whatever
-    they are called; changing any setting changes it.
+    they are called; changing any setting changes it. The hash is the first 16
+    hex digits of the SHA-256 of the canonical JSON (sorted keys, no spaces),
+    the same function as :func:`bowsvm.io.manifest.content_hash` (a test says
+    so); it is spelt out here because presets import only ``_validation``.
     """
-    from bowsvm.io.manifest import content_hash
-
     p = load_preset(preset) if not isinstance(preset, dict) else _resolve(preset, "custom")
-    return content_hash({k: v for k, v in p.items() if k not in ("name", "description")})
+    body = {k: v for k, v in p.items() if k not in ("name", "description")}
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def feature_set_preset(preset) -> tuple[dict, str]:
+    """The resolved preset of a feature set and its hash: ``(load_preset(p), preset_hash(p))``.
+
+    ``preset`` is what the stages' ``--preset`` (default: the ``--feature-set``
+    name) gives: a shipped preset name, a TOML path or a dict.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        As :func:`load_preset`.
+    """
+    resolved = load_preset(preset)
+    return resolved, preset_hash(resolved)
 
 
 def descriptor_params(preset: dict) -> dict:

@@ -3,7 +3,7 @@
 For every feature set the image goes through exactly the training path: the one
 image path :func:`bowsvm.io.images.decode_image` (decode, EXIF orientation, 8-bit
 with alpha over white, Lanczos downsizing to the preset's ``max_side``, grey), then
-:func:`bowsvm.coding.encode_images` over a batch of images, as in the extraction
+:func:`bowsvm.coding.feature_vectors` over a batch of images, as in the extraction
 job (dense descriptors -> LCC/SV coding -> spatial pyramid pooling), then the
 model's ``x @ coef.T + intercept``. With several feature sets the scores are fused
 with the fusion folder's val-learned standardisation and weights
@@ -38,9 +38,7 @@ import numpy as np
 from bowsvm._validation import check_int
 from bowsvm.evaluation.fusion import FusionModel, apply_fusion
 from bowsvm.evaluation.metrics import top_k_indices
-from bowsvm.asgd.core import decision_scores
 from bowsvm.io.models import LinearModel, load_model
-from bowsvm.extract import too_small
 from bowsvm.io import is_complete, read_manifest
 from bowsvm.io.atomic import atomic_file, check_file_target
 from bowsvm.io.images import (
@@ -227,15 +225,17 @@ class FeatureSetScorer:
         ValueError
             If the preset does not produce the model's dimension.
         """
-        from bowsvm.coding import encode_images, stack_features
+        from bowsvm.coding import feature_vectors, stack_features
 
         out = self.preset["output"]
-        X = stack_features(encode_images(greys, self.preset, self.codebook),
+        X = stack_features(feature_vectors(greys, self.preset, self.codebook),
                            int(out["dim"]), out["layout"])
         if X.shape[1] != self.model.dim:
             raise ValueError(f"feature set {self.name!r} produced {X.shape[1]} features but "
                              f"its model expects {self.model.dim}; the preset does not match "
                              f"the model.")
+        from bowsvm.asgd.core import decision_scores  # numba and BLAS threads: not at CLI start-up
+
         return decision_scores(X, self.model.coef, self.model.intercept)
 
 
@@ -410,6 +410,8 @@ class Predictor:
         for s in self.sets:
             if s.max_side not in grey:
                 grey[s.max_side] = decode_image(data, s.max_side, self.max_pixels)
+            from bowsvm.coding import too_small
+
             reason = too_small(grey[s.max_side], s.preset)
             if reason is not None:
                 raise ValueError(f"{reason} of feature set {s.name!r}")
@@ -435,7 +437,7 @@ class Predictor:
         """Like :meth:`predict_files`, yielding each file's result as its batch is done.
 
         Files are decoded one by one and coded ``batch`` at a time with
-        :func:`bowsvm.coding.encode_images`, the function the extraction job
+        :func:`bowsvm.coding.feature_vectors`, the function the extraction job
         runs (descriptors of many images share one nearest-basis GEMM).
         """
         files = [Path(f) for f in files]

@@ -1,9 +1,18 @@
-"""Whole feature sets: descriptors -> coding -> pyramid pooling, per image or batched.
+"""The per-image coding pipeline: descriptors -> codes -> pyramid pooling = a feature vector.
 
-``encode_image`` and ``sample_descriptors`` are what the Spark jobs call per
-image; ``bowsvm.coding._transformer.FeatureSetExtractor`` wraps the same path
-as a scikit-learn transformer (in its own module so that Spark tasks and the
-CLI do not import scikit-learn: 0.8 s per process).
+A preset (:mod:`bowsvm.presets`) and a codebook fix every step. Words used here
+with one meaning each: *descriptors* are the dense local descriptors of
+:mod:`bowsvm.features`; to *encode* is to code descriptors against the
+codebook (LCC or SV, :mod:`bowsvm.coding._encode`); *pooling* turns the codes
+of one image into its *feature vector*.
+
+:func:`feature_vectors` (many images, coding batched across them) is what the
+extract stage (:mod:`bowsvm.stages.extract`) and ``predict`` call;
+:func:`sample_descriptors` is what the codebook stage calls per image;
+:func:`too_small` is the one rule for an image no patch fits.
+``bowsvm.coding._transformer.FeatureSetExtractor`` wraps the same path as a
+scikit-learn transformer (in its own module so that Spark tasks and the CLI do
+not import scikit-learn: 0.8 s per process).
 """
 
 from __future__ import annotations
@@ -13,17 +22,20 @@ import scipy.sparse as sp
 
 from bowsvm._validation import check_int
 from bowsvm.coding._codebook import Codebook
-from bowsvm.coding._encode import SVCodes, lcc_encode, svc_encode
+from bowsvm.coding._encode import SVCodes, lcc_encode, sv_encode
 from bowsvm.coding._pooling import pool_csr_arrays, pool_sv_arrays, spm_pool
+from bowsvm.features import extract_descriptors, to_gray
 from bowsvm.presets import descriptor_params, load_preset
 
 __all__ = [
     "check_codebook",
-    "encode_descriptors",
-    "encode_image",
-    "encode_images",
+    "code_and_pool",
+    "feature_vector",
+    "feature_vectors",
     "prepare_image",
     "sample_descriptors",
+    "stack_features",
+    "too_small",
 ]
 
 
@@ -70,10 +82,37 @@ def prepare_image(image, max_side=None):
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _extract(gray, preset):
-    from bowsvm.features import extract_descriptors
-
+def _descriptors(gray, preset):
     return extract_descriptors(gray, preset["descriptors"]["kind"], **descriptor_params(preset))
+
+
+def too_small(gray: np.ndarray, preset) -> str | None:
+    """Why an image is too small for the preset (no patch fits), or None.
+
+    A dense patch grid has ``(side - patch) // step + 1`` positions per axis,
+    none when a side is shorter than the patch; an image below the preset's
+    smallest patch would pool no descriptor at all and become the all-zero
+    vector, so the extract stage rejects it (and ``predict`` reports it per
+    file) instead.
+
+    Parameters
+    ----------
+    gray : (h, w) array
+        The decoded grey image (after downsizing to the preset's ``max_side``).
+    preset : str or dict
+
+    Returns
+    -------
+    str or None
+        The reason, naming the image's size and the smallest patch.
+    """
+    preset = _resolve(preset)
+    p = min(preset["descriptors"]["patch_sizes"])
+    h, w = gray.shape[:2]
+    if h >= p and w >= p:
+        return None
+    return (f"image too small: {w}x{h} px after decoding, below the preset's smallest patch "
+            f"of {p}x{p} px (no descriptor fits; it would become an all-zero feature vector)")
 
 
 def check_codebook(preset, codebook: Codebook) -> None:
@@ -128,14 +167,14 @@ def sample_descriptors(gray, preset, n, rng):
     preset = _resolve(preset)
     n = check_int("n", n, low=0)
     rng = np.random.default_rng(rng)
-    X = np.asarray(_extract(gray, preset).descriptors, dtype=np.float32)
+    X = np.asarray(_descriptors(gray, preset).descriptors, dtype=np.float32)
     if X.shape[0] > n:
         X = X[np.sort(rng.choice(X.shape[0], size=n, replace=False))]
     return np.ascontiguousarray(X)
 
 
-def encode_descriptors(Z, centers, shape, preset, codebook: Codebook, *, checked=False):
-    """Code and pool one image's raw descriptors as the preset says.
+def code_and_pool(Z, centers, shape, preset, codebook: Codebook, *, checked=False):
+    """Feature vector of one image's raw descriptors: code them, then pool the codes.
 
     Parameters
     ----------
@@ -162,7 +201,7 @@ def _code(X, preset, codebook):
     co = preset["coding"]
     if co["method"] == "lcc":
         return lcc_encode(X, codebook.bases, k=co["k"], beta=co["beta"])
-    return svc_encode(X, codebook.bases, s=co["s"])
+    return sv_encode(X, codebook.bases, s=co["s"])
 
 
 def _pool(codes, centers, shape, preset):
@@ -173,8 +212,8 @@ def _pool(codes, centers, shape, preset):
     )
 
 
-def encode_image(gray, preset, codebook: Codebook):
-    """Feature vector of one grey image: descriptors -> coding -> pyramid pooling.
+def feature_vector(gray, preset, codebook: Codebook):
+    """Feature vector of one grey image: descriptors -> codes -> pyramid pooling.
 
     Parameters
     ----------
@@ -189,26 +228,27 @@ def encode_image(gray, preset, codebook: Codebook):
     -------
     (dim,) float32 if the preset's layout is "dense", else
     (indices int32 ascending, values float32) of the non-zero entries.
-    An image too small for any patch gives the all-zero vector.
+    An image too small for any patch gives the all-zero vector (the stages
+    reject it first: :func:`too_small`).
     """
     preset = _resolve(preset)
     check_codebook(preset, codebook)
-    dd = _extract(gray, preset)
-    return encode_descriptors(dd.descriptors, dd.centers, dd.shape, preset, codebook,
+    dd = _descriptors(gray, preset)
+    return code_and_pool(dd.descriptors, dd.centers, dd.shape, preset, codebook,
                               checked=True)
 
 
-def encode_images(images, preset, codebook: Codebook, *, batch_descriptors=20000):
-    """Feature vectors of many images; coding runs on batches pooled across images.
+def feature_vectors(images, preset, codebook: Codebook, *, batch_descriptors=20000):
+    """Feature vectors of many grey images; coding runs on batches pooled across images.
 
-    Same result as calling :func:`encode_image` on each (bit for bit without
+    Same result as calling :func:`feature_vector` on each (bit for bit without
     PCA; to float32 rounding with PCA, whose projection GEMM is batched too),
     but the nearest-basis GEMM sees up to ``batch_descriptors`` descriptors at
     once.
 
     Returns
     -------
-    list of per-image results (as :func:`encode_image`).
+    list of per-image results (as :func:`feature_vector`).
     """
     preset = _resolve(preset)
     check_codebook(preset, codebook)
@@ -224,14 +264,14 @@ def encode_images(images, preset, codebook: Codebook, *, batch_descriptors=20000
         if not pending:
             return
         # one projection GEMM for the whole batch (many tiny per-image GEMMs are
-        # slow with a threaded BLAS); features then agree with encode_image to
+        # slow with a threaded BLAS); features then agree with feature_vector to
         # float32 rounding, not bit for bit, when the codebook has a PCA
         Z = np.concatenate([dd.descriptors for dd in pending], axis=0)
         codes = _code(codebook.project(Z), preset, codebook)
         start = 0
         for dd in pending:
             m = dd.descriptors.shape[0]
-            # unvalidated fast path: the codes come straight from lcc/svc_encode
+            # unvalidated fast path: the codes come straight from lcc/sv_encode
             if isinstance(codes, SVCodes):
                 x = pool_sv_arrays(codes.assign[start:start + m], codes.blocks[start:start + m],
                                    codes.n_bases, dd.centers, dd.shape, po["grids"],
@@ -246,7 +286,7 @@ def encode_images(images, preset, codebook: Codebook, *, batch_descriptors=20000
         rows = 0
 
     for img in images:
-        dd = _extract(img, preset)
+        dd = _descriptors(img, preset)
         pending.append(dd)
         rows += dd.descriptors.shape[0]
         if rows >= batch_descriptors:
@@ -256,7 +296,7 @@ def encode_images(images, preset, codebook: Codebook, *, batch_descriptors=20000
 
 
 def stack_features(results, dim, layout):
-    """Stack per-image results into (n, dim): CSR for "sparse", ndarray for "dense"."""
+    """Stack per-image feature vectors into (n, dim): CSR for "sparse", ndarray for "dense"."""
     if layout == "dense":
         if not results:
             return np.zeros((0, dim), dtype=np.float32)
