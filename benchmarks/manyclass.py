@@ -123,7 +123,7 @@ def load_photos() -> list[np.ndarray]:
     return out
 
 
-def render(text: str, font_path: Path, photo: np.ndarray, size: int, rng) -> "Image":
+def render(text: str, font_path: Path, photo: np.ndarray, size: int, rng):
     """One image: ``text`` in ``font_path`` over a random crop of ``photo``."""
     from PIL import Image, ImageDraw, ImageFont
 

@@ -8,8 +8,6 @@ spark-submit with the user's own tokens (:func:`bowsvm.spark.submit_stage`).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 
 import bowsvm
@@ -26,13 +24,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load_stages():
-    mods = []
-    for name in stages.STAGES:
-        if importlib.util.find_spec(f"bowsvm.stages.{name}") is not None:
-            mods.append(stages.load(name))
-        else:  # TRANSITIONAL: a stage not yet moved out of bowsvm.commands
-            mods.append(importlib.import_module(f"bowsvm.commands.{name}"))
-    return sorted(mods, key=lambda m: m.ORDER)
+    return sorted((stages.load(name) for name in stages.STAGES), key=lambda m: m.ORDER)
 
 
 def _spark_run(stage):
@@ -60,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bowsvm {bowsvm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _load_stages():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.DESCRIPTION,
                            formatter_class=_HelpFormatter, allow_abbrev=False)
         mod.add_arguments(p)
         if hasattr(mod, "run"):

@@ -1,4 +1,4 @@
-"""ASGD one-vs-all linear SVMs (DESIGN.md, "ASGD one-vs-all SVM").
+"""ASGD one-vs-all linear SVMs (docs/DESIGN.md, "ASGD one-vs-all SVM").
 
 :class:`ASGDClassifier` is the scikit-learn estimator; :mod:`bowsvm.asgd.core`
 holds the class-group state, the block-exact chunk trainer and the one

@@ -1,6 +1,6 @@
 """numba kernels of the ASGD trainer: arrays in, arrays out, no I/O or config.
 
-Notation (see DESIGN.md, "ASGD one-vs-all SVM"): a class group keeps
+Notation (see docs/DESIGN.md, "ASGD one-vs-all SVM"): a class group keeps
 ``V`` and ``U`` (C x d) and one lower-triangular 2x2 matrix ``P`` shared by its
 classes, stored as the float64 triple ``(P11, P21, P22)``, with
 ``w = P11 v`` and ``wbar = P21 v + P22 u``.

@@ -2,7 +2,7 @@
 
 A *class group* is a set of one-vs-all problems trained together; they share
 the step size, the averaging weight and therefore the projection matrix P
-(DESIGN.md, "ASGD one-vs-all SVM"). Its state is a handful of arrays that
+(docs/DESIGN.md, "ASGD one-vs-all SVM"). Its state is a handful of arrays that
 :meth:`GroupState.to_arrays` / :meth:`GroupState.from_arrays` turn into a
 checkpoint (no pickle). :func:`train_chunk` runs the sequential algorithm
 over one in-memory chunk (dense or CSR) in blocks: per block one GEMM for the
@@ -203,7 +203,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
     -----
     Equals the plain sequential algorithm (up to rounding) whatever the block
     size and thread count: the walk decides each violation from the exact
-    margin (DESIGN.md, block-exact GEMM formulation).
+    margin (docs/DESIGN.md, block-exact GEMM formulation).
     """
     n = X.shape[0]
     if n == 0:

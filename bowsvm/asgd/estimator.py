@@ -25,7 +25,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
 
     Every class gets a binary problem (its samples +1, all others -1). All
     problems are trained together, sample by sample, with the projection-matrix
-    transform of Xu (2011) and the block-exact GEMM formulation (DESIGN.md).
+    transform of Xu (2011) and the block-exact GEMM formulation (docs/DESIGN.md).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Coding and pooling: codebooks, LCC and super-vector codes, spatial pyramid pooling.
 
-Layers (see STYLE.md): numba kernels in ``_kernels``; validated functions in
+Layers (see docs/STYLE.md): numba kernels in ``_kernels``; validated functions in
 ``_encode`` (knn_bases, lcc_encode, sv_encode), ``_pooling`` (spm_pool),
 ``_codebook`` (Codebook, learn_codebook), ``gmm`` (GMM, fit_gmm),
 ``fisher`` (fisher_posteriors, fisher_vector, fisher_vectors), ``pipeline`` (the

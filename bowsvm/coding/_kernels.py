@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 # Kernels are serial on purpose: parallelism comes from processes (one Spark
-# task per core, see DESIGN.md "keep numba threads x concurrent tasks <=
+# task per core, see docs/DESIGN.md "keep numba threads x concurrent tasks <=
 # cores") or, inside one process, from `bowsvm.coding` running row chunks on
 # Python threads (the search and solve kernels release the GIL). Measured
 # here with other work running: a prange version of the top-k scan spent

@@ -24,7 +24,7 @@ from bowsvm._validation import check_int
 from bowsvm.coding._codebook import Codebook
 from bowsvm.coding._encode import SVCodes, lcc_encode, sv_encode
 from bowsvm.coding._pooling import pool_csr_arrays, pool_sv_arrays, spm_pool
-from bowsvm.features import extract_descriptors, to_gray
+from bowsvm.features import extract_descriptors
 from bowsvm.presets import descriptor_params, load_preset
 
 __all__ = [

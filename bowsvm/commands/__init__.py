@@ -1,1 +1,0 @@
-"""Subcommands of the ``bowsvm`` console script, one module each (see bowsvm.cli)."""
