@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bowsvm.evaluation.report import collect_report_data, public_data, render_html, report_figures
 from bowsvm.io.atomic import atomic_file, check_file_target
 from bowsvm.io.manifest import write_json_atomic
 
@@ -119,6 +118,11 @@ def build_report(out_html, models=None, scores=None, fusion=None, features=None,
     """
     out_html, out_json = output_paths(  # refuse before reading anything
         out_html, [models, scores, fusion, features, images, baseline_models])
+    # scipy, pyarrow and matplotlib: loaded when a report is made, not at CLI start-up
+    from bowsvm.evaluation.report import (
+        collect_report_data, public_data, render_html, report_figures,
+    )
+
     data, _ = collect_report_data(models, scores, fusion, features, images, baseline_models)
     page = render_html(data, report_figures(data))
     out_html.parent.mkdir(parents=True, exist_ok=True)
