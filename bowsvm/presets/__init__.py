@@ -288,6 +288,22 @@ def feature_set_preset(preset) -> tuple[dict, str]:
     return resolved, preset_hash(resolved)
 
 
+def add_feature_set_arguments(parser, output: str) -> None:
+    """The options that name a feature set, shared by the codebook and extract stages.
+
+    ``--feature-set`` and ``--preset`` (resolved by :func:`feature_set_preset`),
+    ``--images`` and ``--codebooks``; ``output`` ("codebooks" or "features") is the
+    root the calling stage writes NAME under.
+    """
+    parser.add_argument("--feature-set", required=True,
+                        help=f"feature-set name; {output} are written to {output.upper()}/NAME")
+    parser.add_argument("--preset", default=None,
+                        help="preset name or TOML path (default: the feature-set name)")
+    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
+    parser.add_argument("--codebooks", required=True,
+                        help="root folder of codebooks (CODEBOOKS/NAME is the feature set's)")
+
+
 def descriptor_params(preset: dict) -> dict:
     """Keyword arguments for ``bowsvm.features.extract_descriptors`` (without kind)."""
     de = preset["descriptors"]

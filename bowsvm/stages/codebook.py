@@ -29,7 +29,7 @@ from bowsvm.io.image_shards import check_image_shards, image_shard_dir
 from bowsvm.io import atomic_output_dir, parquet, read_manifest, write_json_atomic
 from bowsvm.io.atomic import prepare_target
 from bowsvm._seed import seeded_key
-from bowsvm.presets import feature_set_preset
+from bowsvm.presets import add_feature_set_arguments, feature_set_preset
 from bowsvm.spark import SparkProgress
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
@@ -54,13 +54,7 @@ MLLIB_INIT = "k-means||"
 
 def add_arguments(parser) -> None:
     """The codebook stage's options (the CLI's and jobs/learn_codebook.py's)."""
-    parser.add_argument("--feature-set", required=True,
-                        help="feature-set name; codebooks are written to CODEBOOKS/NAME")
-    parser.add_argument("--preset", default=None,
-                        help="preset name or TOML path (default: the feature-set name)")
-    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
-    parser.add_argument("--codebooks", required=True,
-                        help="root folder of codebooks (CODEBOOKS/NAME is the feature set's)")
+    add_feature_set_arguments(parser, "codebooks")
     parser.add_argument("--samples-per-image", type=int, default=None,
                         help="descriptors drawn per image (default: the preset's)")
     parser.add_argument("--n-samples", type=int, default=None,

@@ -36,7 +36,7 @@ from bowsvm.io import (
     atomic_output_dir, parquet, read_manifest, require_manifest_match, write_json_atomic,
 )
 from bowsvm.io.atomic import prepare_target
-from bowsvm.presets import feature_set_preset
+from bowsvm.presets import add_feature_set_arguments, feature_set_preset
 from bowsvm.spark import SparkProgress
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
@@ -65,13 +65,7 @@ MAX_BATCH_BYTES = 64 * 2**20
 
 def add_arguments(parser) -> None:
     """The extract stage's options (the CLI's and jobs/extract_features.py's)."""
-    parser.add_argument("--feature-set", required=True,
-                        help="feature-set name; features are written to FEATURES/NAME")
-    parser.add_argument("--preset", default=None,
-                        help="preset name or TOML path (default: the feature-set name)")
-    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
-    parser.add_argument("--codebooks", required=True,
-                        help="root folder of codebooks (CODEBOOKS/NAME is the feature set's)")
+    add_feature_set_arguments(parser, "features")
     parser.add_argument("--features", required=True, help="root folder of feature sets")
     parser.add_argument("--shard-mb", type=float, default=128.0,
                         help="target size of one feature shard in MB")
