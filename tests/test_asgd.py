@@ -40,10 +40,14 @@ def dense50():
 @pytest.mark.parametrize("block_size", [1, 5, 64, 256])
 @pytest.mark.parametrize("n_jobs", [1, 2])
 @pytest.mark.parametrize("average_start", [0, 130])
-@pytest.mark.parametrize("sparse", [False, True])
-def test_matches_sequential_50_classes(dense50, block_size, n_jobs, average_start, sparse):
+@pytest.mark.parametrize("sparse", [False, "walk", "blocks"])
+def test_matches_sequential_50_classes(dense50, block_size, n_jobs, average_start, sparse,
+                                       monkeypatch):
+    """CSR input both ways: walked row by row, and densified block by block."""
     X, y, ref = dense50
     wbar, bbar, _, _, t = ref[average_start]
+    if sparse:
+        monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if sparse == "walk" else 0.0)
     Xin = sp.csr_matrix(X) if sparse else X
     m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, n_jobs=n_jobs,
                        average_start=average_start, **KW).fit(Xin, y)
@@ -219,3 +223,40 @@ def test_timings_report_phases():
 
 def test_hyper_defaults_are_the_estimators():
     assert core.Hyper() == ASGDClassifier()._hyper()
+
+
+@pytest.mark.parametrize("block_size", [4, 16])
+def test_mixed_density_chunk_switches_paths_per_block(block_size):
+    """A chunk whose blocks alternate sparse / dense-ish takes both paths and still
+    equals the sequential algorithm; the counts show both paths ran."""
+    rng = np.random.default_rng(5)
+    C, d, n = 12, 40, 96
+    X, y = _data(n, d, C, seed=5)
+    keep = np.ones((n, d), bool)
+    for start in range(0, n, 2 * block_size):  # every other block: about 5 % non-zeros
+        keep[start:start + block_size] = rng.random((min(block_size, n - start), d)) < 0.05
+    keep[:, 0] = True
+    X = X * keep
+    Xs = sp.csr_matrix(X)
+    wbar, bbar, *_ = asgd_sequential(X, y, np.arange(C), average_start=0, epochs=1, **KW)
+    hyper = core.Hyper(block_size=block_size, average_start=0, **KW)
+    calls = {"walk": 0}
+    real_walk = core._kernels.csr_walk
+
+    def counting_walk(*a):
+        calls["walk"] += 1
+        return real_walk(*a)
+
+    st = core.GroupState(np.arange(C), d, np.float64)
+    tm = {}
+    core._kernels.csr_walk = counting_walk
+    try:
+        core.train_chunk(st, Xs, y, hyper, tm, dense_above=0.5)
+    finally:
+        core._kernels.csr_walk = real_walk
+    st.fold()
+    W, b = st.averaged()
+    n_blocks = -(-n // block_size)
+    assert 0 < calls["walk"] < n_blocks  # some blocks walked, the others densified
+    assert tm["pairs"] == C * n
+    assert _rel(W, wbar) < 1e-5 and _rel(b, bbar) < 1e-5

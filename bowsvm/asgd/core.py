@@ -183,7 +183,8 @@ def _gemm_update(W, A, XB):
         W[...] = out.T
 
 
-def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = None) -> None:
+def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = None,
+                dense_above: float | None = None) -> None:
     """Run ASGD over the rows of one chunk, in order, updating ``state``.
 
     Parameters
@@ -198,6 +199,12 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
         margins (the one GEMM ``[V; X_B] X_B^T`` giving margins and Gram
         matrix), gram (its conversion to float64), walk, update; and the
         counts of violating (class, sample) pairs and of all pairs.
+    dense_above : float or None
+        For CSR ``X``: a block of rows with more non-zeros than this fraction
+        is copied into a dense buffer and trained by the dense GEMM path; a
+        sparser block is walked row by row (``csr_walk``). None means
+        :data:`DENSE_BLOCK_ABOVE`, the measured crossover; 1.0 keeps every
+        block sparse, 0.0 makes every block dense.
 
     Notes
     -----
@@ -212,6 +219,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
     is_sparse = sp.issparse(X)
     if is_sparse:
         data, indices, indptr = X.data, X.indices, X.indptr
+        dense_above = DENSE_BLOCK_ABOVE if dense_above is None else float(dense_above)
+        d = X.shape[1]
     Bmax = int(hyper.block_size)
     p11_prev = np.empty(Bmax)
     coef_v = np.empty(Bmax)
@@ -238,7 +247,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
                                         eta, alpha, P_out)
         yb = y[pos:pos + m]
         update_u = state.U is not None and bool(np.any(coef_u[:m] != 0.0))
-        if is_sparse:
+        walk_sparse = is_sparse and indptr[pos + m] - indptr[pos] <= dense_above * m * d
+        if walk_sparse:
             tic = perf_counter()
             _kernels.csr_walk(state.V, state.U if state.U is not None else state.V,
                               data, indices, indptr, pos, m, state.row_class, yb,
@@ -252,7 +262,10 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
             # One GEMM gives margins and Gram matrix: [V; X_B] X_B^T, with X_B
             # copied into the spare rows below V (see GroupState.reserve).
             VX = state.reserve(m)
-            VX[C:C + m] = X[pos:pos + m]
+            if is_sparse:  # a dense-ish block: densify it, then GEMMs as for dense data
+                X[pos:pos + m].toarray(out=VX[C:C + m])
+            else:
+                VX[C:C + m] = X[pos:pos + m]
             XB = VX[C:C + m]
             MG = VX[:C + m] @ XB.T
             Mg = MG[:C]
@@ -288,6 +301,11 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
         state.t += m
         pos += m
 
+
+#: A CSR block of training rows with more non-zeros than this fraction is trained by
+#: the dense GEMM path (densified into the state's spare rows); see train_chunk and
+#: docs/BENCHMARKS.md, "Trainer density crossover" (issue 16).
+DENSE_BLOCK_ABOVE = 0.02
 
 #: A CSR batch with more non-zeros than this fraction is densified for a GEMM.
 DENSIFY_ABOVE = 0.05
