@@ -305,7 +305,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
 #: A CSR block of training rows with more non-zeros than this fraction is trained by
 #: the dense GEMM path (densified into the state's spare rows); see train_chunk and
 #: docs/BENCHMARKS.md, "Trainer density crossover" (issue 16).
-DENSE_BLOCK_ABOVE = 0.02
+DENSE_BLOCK_ABOVE = 0.033
 
 #: A CSR batch with more non-zeros than this fraction is densified for a GEMM.
 DENSIFY_ABOVE = 0.05
