@@ -399,6 +399,27 @@ def test_codebook_learning_is_reproducible(rng):
     assert c.hash != a.hash
 
 
+def test_codebook_default_is_project_kmeans_and_minibatch_stays(rng):
+    from sklearn.cluster import MiniBatchKMeans
+
+    from bowsvm.coding.kmeans import kmeans
+
+    X = rng.standard_normal((3000, 12)).astype(np.float32)
+    cb = learn_codebook(X, 20, pca_dim=6, random_state=4)
+    Z = ((X - cb.pca_mean) @ cb.pca_components.T).astype(np.float32)
+    ref = kmeans(Z, 20, random_state=4, max_iter=30, tol=1e-4)
+    assert cb.bases.tobytes() == ref.centers.tobytes()
+    assert cb.meta["method"] == "kmeans-lloyd" and cb.meta["inertia"] == ref.inertia
+    mb = learn_codebook(X, 20, pca_dim=6, random_state=4, method="minibatch", max_iter=50)
+    assert mb.meta["method"] == "MiniBatchKMeans"
+    sk = MiniBatchKMeans(20, batch_size=4096, max_iter=50, n_init=1, random_state=4).fit(Z)
+    np.testing.assert_allclose(mb.bases, sk.cluster_centers_, rtol=1e-5, atol=1e-6)
+    # Lloyd to convergence is at least as good as the mini-batch run here
+    assert cb.meta["inertia"] <= 1.01 * mb.meta["inertia"]
+    with pytest.raises(ValueError, match="method='elkan' is not valid"):
+        learn_codebook(X, 20, method="elkan")
+
+
 def test_codebook_hash_changes_with_one_bit(tmp_path, rng):
     cb = codebook_from_centers(rng.standard_normal((5, 3)))
     bases = cb.bases.copy()

@@ -51,6 +51,8 @@ def codebooks(images, tmp_path_factory):
         proc = run_bowsvm("codebook", "--feature-set", name, "--images", str(images),
                           "--codebooks", str(root), "--kmeans", engine, "--master", "local[2]")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        if engine == "local":  # bowsvm's K-means shows one line per pass
+            assert "[kmeans] pass 1 on " in proc.stderr, proc.stderr[-3000:]
     return root
 
 

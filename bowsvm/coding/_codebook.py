@@ -238,11 +238,15 @@ def learn_codebook(
     pca_dim=None,
     random_state=0,
     *,
+    method="lloyd",
+    max_iter=None,
+    tol=1e-4,
+    verbose=False,
+    n_threads=None,
     batch_size=4096,
-    max_iter=100,
     n_init=1,
 ):
-    """Learn a codebook from a sample of descriptors with MiniBatchKMeans.
+    """Learn a codebook from a sample of descriptors by K-means.
 
     Parameters
     ----------
@@ -254,57 +258,77 @@ def learn_codebook(
         Project to this many PCA dimensions (fitted on the same sample) before
         K-means; None keeps D.
     random_state : int
-        Seed of K-means; the same seed and sample give identical bases on the
-        same machine and thread count (scikit-learn's K-means uses BLAS and
-        OpenMP reductions).
-    batch_size, max_iter, n_init
-        Passed to :class:`sklearn.cluster.MiniBatchKMeans`.
+        Seed of K-means.
+    method : {"lloyd", "minibatch"}
+        ``"lloyd"`` (default): :func:`bowsvm.coding.kmeans.kmeans`, Lloyd passes
+        whose assignment step is the exact nearest-basis kernel; the same seed
+        and sample give the same bases bit for bit whatever the machine's thread
+        count. ``"minibatch"``: scikit-learn's MiniBatchKMeans (identical bases
+        only on the same machine and thread count: it uses BLAS and OpenMP
+        reductions).
+    max_iter : int, optional
+        Passes over all rows at most (default 30 for lloyd, 100 for minibatch).
+    tol : float
+        lloyd: stop when a pass improves the inertia by less than this fraction.
+    verbose : bool
+        lloyd: one progress line per pass on stderr.
+    n_threads : int, optional
+        lloyd: threads of the assignment step.
+    batch_size, n_init
+        minibatch only: passed to :class:`sklearn.cluster.MiniBatchKMeans`.
 
     Returns
     -------
     Codebook
+        ``meta`` records the method, its parameters and the final inertia.
 
     Raises
     ------
     ValueError
         If there are fewer descriptors than bases, pca_dim is out of range,
-        or the sample holds NaN/Inf.
+        the method is unknown, or the sample holds NaN/Inf.
     """
-    from sklearn.cluster import MiniBatchKMeans
-
     X = check_array("descriptors", descriptors, ndim=2, min_rows=1)
     n_bases = check_int("n_bases", n_bases, low=1)
+    if method not in ("lloyd", "minibatch"):
+        raise ValueError(f"method={method!r} is not valid; pass 'lloyd' or 'minibatch'.")
     if X.shape[0] < n_bases:
         raise ValueError(
             f"n_bases={n_bases} exceeds the {X.shape[0]} sampled descriptors; sample "
             f"more descriptors or use a smaller codebook."
         )
     random_state = check_int("random_state", random_state, low=0)
+    if max_iter is None:
+        max_iter = 30 if method == "lloyd" else 100
+    max_iter = check_int("max_iter", max_iter, low=1)
     mean = comps = None
     if pca_dim is not None:
         mean, comps = fit_pca(X, pca_dim)
         X = (X.astype(np.float32) - mean) @ comps.T
     X = np.ascontiguousarray(X, dtype=np.float32)
+    meta = {"method": "kmeans-lloyd" if method == "lloyd" else "MiniBatchKMeans",
+            "n_samples": int(X.shape[0]), "random_state": random_state,
+            "max_iter": max_iter, "pca_dim": pca_dim}
+    if method == "lloyd":
+        from bowsvm.coding.kmeans import kmeans
+
+        res = kmeans(X, n_bases, random_state=random_state, max_iter=max_iter, tol=tol,
+                     n_threads=n_threads, verbose=verbose)
+        meta.update(tol=tol, n_iter=res.n_iter, converged=res.converged,
+                    inertia=float(res.inertia))
+        return Codebook(res.centers, mean, comps, meta=meta)
+    from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
+
     km = MiniBatchKMeans(
         n_clusters=n_bases, batch_size=check_int("batch_size", batch_size, low=1),
-        max_iter=check_int("max_iter", max_iter, low=1), n_init=check_int("n_init", n_init, low=1),
+        max_iter=max_iter, n_init=check_int("n_init", n_init, low=1),
         random_state=random_state,
     )
     # small problems run on one thread: sklearn's OpenMP threads cost more
     # than they save below ~1e8 distance evaluations (measured: 15x slower
     # fit of 2000 x 16 with 2 threads on a busy 2-core machine)
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(1 if X.shape[0] * n_bases < _SMALL_KMEANS else None):
         km.fit(X)
-    meta = {
-        "method": "MiniBatchKMeans",
-        "n_samples": int(X.shape[0]),
-        "random_state": random_state,
-        "batch_size": batch_size,
-        "max_iter": max_iter,
-        "n_init": n_init,
-        "pca_dim": pca_dim,
-        "inertia": float(km.inertia_),
-    }
+    meta.update(batch_size=batch_size, n_init=n_init, inertia=float(km.inertia_))
     return Codebook(km.cluster_centers_.astype(np.float32), mean, comps, meta=meta)

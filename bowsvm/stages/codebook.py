@@ -8,8 +8,8 @@ On Spark: the driver lists the train ids and picks the sample images
 ``--samples-per-image`` descriptors from each (:func:`sample_partition`, seeded
 per (seed, id), so the sample does not depend on partitioning or retries), and
 the driver stacks them in id order (:func:`stack_samples`), trims the sample to
-``--n-samples`` and learns the codebook: locally with MiniBatchKMeans
-(:func:`bowsvm.coding.learn_codebook`) or, for large samples, with Spark MLlib
+``--n-samples`` and learns the codebook: locally with bowsvm's K-means
+(:func:`bowsvm.coding.learn_codebook`, :func:`bowsvm.coding.kmeans.kmeans`) or, for large samples, with Spark MLlib
 (:func:`mllib_codebook`). The PCA and K-means math lives in
 :mod:`bowsvm.coding._codebook`. Output (CODEBOOKS/NAME, written atomically):
 ``codebook.npz`` + ``codebook.json`` (:class:`bowsvm.coding.Codebook`) and
@@ -42,7 +42,7 @@ HELP = "sample descriptors from the train images and learn a feature set's codeb
 DESCRIPTION = (
     "Sample dense descriptors (seeded per image) from the train split of the image shards, "
     "optionally reduce them with PCA, and learn the preset's codebook with K-means "
-    "(MiniBatchKMeans locally, Spark MLlib KMeans for large samples). Writes CODEBOOKS/NAME."
+    "(bowsvm's Lloyd K-means locally, Spark MLlib KMeans for large samples). Writes CODEBOOKS/NAME."
 )
 
 #: Iterations and initialisation of the MLlib K-means (recorded in the codebook's meta).
@@ -59,9 +59,11 @@ def add_arguments(parser) -> None:
                         help="descriptors drawn per image (default: the preset's)")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="target size of the K-means sample (default: the preset's)")
-    parser.add_argument("--kmeans", choices=("auto", "local", "mllib"), default="auto",
-                        help="K-means engine: local MiniBatchKMeans, Spark MLlib KMeans, or "
-                        "auto (MLlib when the sample has more than --mllib-threshold rows)")
+    parser.add_argument("--kmeans", choices=("auto", "local", "minibatch", "mllib"), default="auto",
+                        help="K-means engine: local (bowsvm's Lloyd passes on the nearest-basis "
+                        "kernel, one progress line per pass), minibatch (scikit-learn's "
+                        "MiniBatchKMeans), mllib (Spark MLlib KMeans), or auto (local, MLlib when "
+                        "the sample has more than --mllib-threshold rows)")
     parser.add_argument("--mllib-threshold", type=int, default=1_000_000,
                         help="sample size above which --kmeans auto uses MLlib")
     parser.add_argument("--seed", type=int, default=None,
@@ -237,7 +239,9 @@ def run_spark(spark, args) -> int:
         if engine == "mllib":
             cb = mllib_codebook(spark, X, n_bases, pca_dim, seed)
         else:
-            cb = learn_codebook(X, n_bases, pca_dim=pca_dim, random_state=seed)
+            cb = learn_codebook(X, n_bases, pca_dim=pca_dim, random_state=seed,
+                                method="minibatch" if engine == "minibatch" else "lloyd",
+                                verbose=engine == "local")
         cb.save(tmp)
         write_json_atomic(tmp / "manifest.json", {
             "stage": "codebook",
