@@ -206,3 +206,19 @@ def test_presets_import_only_validation():
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert {m for m in mods if m and m.startswith("bowsvm")} == {"bowsvm._validation"}
+
+
+def test_benchmark_presets_valid():
+    """The benchmarks' own preset files (benchmarks/presets/*.toml) load and fit their images."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parent.parent / "benchmarks" / "presets").glob("*.toml"))
+    assert files
+    for f in files:
+        p = load_preset(f)
+        de = p["descriptors"]
+        assert de["dim"] == descriptor_dim(de["kind"], n_bins=de.get("n_bins", 8),
+                                           cells=de.get("cells", 2),
+                                           method=de.get("method", "nri_uniform"))
+        assert p["output"]["dim"] == p["pooling"]["n_blocks"] * p["coding"]["dim"]
+        assert max(de["patch_sizes"]) <= p["max_side"], f
