@@ -209,12 +209,13 @@ def naive_sv_pool(Z, B, s, centers, shape, grids, normalize=True):
 
 # ---- asgd (sequential SGD / ASGD) -----------------------------------------
 def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr,
-                    averaged=True, epochs=1, orders=None, t_start=0):
+                    averaged=True, epochs=1, orders=None, t_start=0, pos_weight=1.0):
     """Plain sequential one-vs-all ASGD in float64, sample by sample.
 
     ``X`` dense (n, d) (densified if sparse), ``y`` class indices, ``row_class``
     the positive class of each row; ``orders`` an optional list of per-epoch
-    permutations. Returns (wbar, bbar, w, b, t).
+    permutations; a positive sample's hinge loss weighs ``pos_weight`` (the
+    SGD step on ``reg/2 |w|^2 + q_i hinge_i``). Returns (wbar, bbar, w, b, t).
     """
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
     C = len(row_class)
@@ -235,9 +236,10 @@ def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr
                 yc = 1.0 if y[i] == row_class[c] else -1.0
                 margin = yc * (w[c] @ x + b[c])
                 w[c] *= 1.0 - reg * eta
+                q = pos_weight if yc > 0 else 1.0
                 if margin < 1.0:
-                    w[c] += eta * yc * x
-                    b[c] += bias_lr * eta * yc
+                    w[c] += q * eta * yc * x
+                    b[c] += q * bias_lr * eta * yc
                 wbar[c] = (1.0 - alpha) * wbar[c] + alpha * w[c]
                 bbar[c] = (1.0 - alpha) * bbar[c] + alpha * b[c]
     return wbar, bbar, w, b, t

@@ -57,6 +57,71 @@ def test_matches_sequential_50_classes(dense50, block_size, n_jobs, average_star
     assert m.t_ == t == 480
 
 
+@pytest.mark.parametrize("block_size", [1, 7, 256])
+@pytest.mark.parametrize("path", ["dense", "walk", "blocks"])
+def test_pos_weight_matches_sequential(dense50, block_size, path, monkeypatch):
+    """Re-weighted positives: every path equals the naive weighted SGD."""
+    X, y, _ = dense50
+    wbar, bbar, w, b, _ = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2,
+                                          pos_weight=7.5, **KW)
+    ref_plain = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2, **KW)[0]
+    assert _rel(ref_plain, wbar) > 0.05  # the weight matters here
+    if path != "dense":
+        monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if path == "walk" else 0.0)
+    Xin = sp.csr_matrix(X) if path != "dense" else X
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, average_start=60,
+                       pos_weight=7.5, **KW).fit(Xin, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+    assert _rel(m.intercept_, bbar) < 1e-5
+    sgd = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, averaged=False,
+                         pos_weight=7.5, **KW).fit(Xin, y)
+    _, _, w1, b1, _ = asgd_sequential(X, y, np.arange(50), average_start=0, averaged=False,
+                                      epochs=2, pos_weight=7.5, **KW)
+    assert _rel(sgd.coef_, w1) < 1e-5 and _rel(sgd.intercept_, b1) < 1e-5
+
+
+def test_pos_weight_auto_and_one_is_unweighted(dense50):
+    X, y, _ = dense50
+    from bowsvm.asgd.trainer import auto_pos_weight
+
+    assert auto_pos_weight(50) == pytest.approx(49 / np.sqrt(50))
+    assert auto_pos_weight(2) == 1.0 and auto_pos_weight(1) == 1.0
+    kw = dict(max_epochs=1, shuffle=False, block_size=16, **KW)
+    auto = ASGDClassifier(pos_weight="auto", **kw).fit(X, y)
+    fixed = ASGDClassifier(pos_weight=49 / np.sqrt(50), **kw).fit(X, y)
+    assert auto.coef_.tobytes() == fixed.coef_.tobytes()
+    one = ASGDClassifier(pos_weight=1.0, **kw).fit(X, y)
+    default = ASGDClassifier(**kw).fit(X, y)
+    assert one.coef_.tobytes() == default.coef_.tobytes()
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    (0.0, ValueError, "pos_weight"), (-1, ValueError, "pos_weight"),
+    ("heavy", ValueError, "pos_weight='heavy' is not a number or 'auto'"),
+    (float("nan"), ValueError, "pos_weight"),
+])
+def test_pos_weight_errors(bad, err, match):
+    X, y = _data(30, 3, 3)
+    with pytest.raises(err, match=match):
+        ASGDClassifier(pos_weight=bad).fit(X, y)
+
+
+def test_weighted_objective_naive():
+    """trainer.objective weighs positives' hinge losses by pos_weight."""
+    from bowsvm.asgd.trainer import objective
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5))
+    y = rng.integers(0, 4, 40)
+    W = rng.normal(size=(4, 5))
+    b = rng.normal(size=4)
+    S = X @ W.T + b
+    Y = np.where(y[:, None] == np.arange(4)[None, :], 1.0, -1.0)
+    Q = np.where(Y > 0, 2.5, 1.0)
+    want = np.mean(0.5 * 0.1 * (W ** 2).sum(1) + (Q * np.maximum(0, 1 - Y * S)).mean(0))
+    assert objective(W, b, X, y, np.arange(4), 0.1, 2.5) == pytest.approx(want, rel=1e-12)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("block_size", [3, 100])
 def test_two_classes_sklearn_convention(sparse, block_size):
@@ -260,3 +325,48 @@ def test_mixed_density_chunk_switches_paths_per_block(block_size):
     assert 0 < calls["walk"] < n_blocks  # some blocks walked, the others densified
     assert tm["pairs"] == C * n
     assert _rel(W, wbar) < 1e-5 and _rel(b, bbar) < 1e-5
+
+
+def _overlapping(n=600, d=8, C=4, seed=5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    return rng.normal(size=(C, d))[y] + rng.normal(scale=2.0, size=(n, d)), y
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_early_stopping_keeps_the_best_epochs_exact_state(sparse):
+    """The kept model is epoch best_epoch_ exactly: a plain fit of that many epochs on the
+    documented training part gives the same bits (and partial_fit continues the same)."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = _overlapping()
+    X = sp.csr_matrix(X) if sparse else X
+    kw = dict(eta0=2.0, reg=1e-3, random_state=3, block_size=32, n_jobs=1)
+    m = ASGDClassifier(max_epochs=30, early_stopping=True, validation_fraction=0.25,
+                       n_iter_no_change=2, **kw).fit(X, y)
+    scores = m.validation_scores_
+    assert m.best_epoch_ == 1 + int(np.argmax(scores)) and len(scores) == m.n_epochs_
+    assert m.n_epochs_ == m.best_epoch_ + 2 < 30  # stopped after 2 epochs without a gain
+    tr, va = train_test_split(np.arange(X.shape[0]), test_size=0.25, stratify=y, random_state=3)
+    alone = ASGDClassifier(max_epochs=m.best_epoch_, **kw).fit(X[tr], y[tr])
+    assert m.coef_.tobytes() == alone.coef_.tobytes()
+    assert m.intercept_.tobytes() == alone.intercept_.tobytes()
+    assert m.t_ == alone.t_ and alone.best_epoch_ == alone.n_epochs_ == m.best_epoch_
+    assert m.score(X[va], y[va]) == pytest.approx(max(scores))
+    m.partial_fit(X[tr[:50]], y[tr[:50]])
+    alone.partial_fit(X[tr[:50]], y[tr[:50]])
+    assert m.coef_.tobytes() == alone.coef_.tobytes()
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(validation_fraction=1.0), ValueError, "0 < validation_fraction < 1"),
+    (dict(validation_fraction=0.0), ValueError, "validation_fraction"),
+    (dict(n_iter_no_change=0), ValueError, "n_iter_no_change"),
+    (dict(validation_fraction=0.01), ValueError, "cannot hold out validation_fraction=0.01"),
+])
+def test_early_stopping_errors(kw, err, match):
+    X, y = _overlapping(n=40)
+    with pytest.raises(err, match=match):
+        ASGDClassifier(early_stopping=True, **kw).fit(X, y)
+    with pytest.raises(TypeError, match="early_stopping must be True or False"):
+        ASGDClassifier(early_stopping="yes").fit(X, y)

@@ -98,8 +98,8 @@ def block_schedule(P, t_start, n_steps, eta0, reg, power, average_start, average
 
 
 @njit(parallel=True, **_FLAGS)
-def dense_walk(M, G, row_class, y, p11_prev, coef_v, eta, alpha, bias_lr, b, bbar, A,
-               n_threads):
+def dense_walk(M, G, row_class, y, p11_prev, coef_v, eta, alpha, bias_lr, pos_weight, b,
+               bbar, A, n_threads):
     """Decide the violations of one block exactly and fill the update matrix.
 
     Parameters
@@ -112,10 +112,14 @@ def dense_walk(M, G, row_class, y, p11_prev, coef_v, eta, alpha, bias_lr, b, bba
         Class index whose samples are positive for each row.
     y : int64 (B,)
         Class index of each sample.
+    pos_weight : float
+        Weight of a positive sample's hinge loss (negatives weigh 1): its
+        step is ``pos_weight`` times longer, for the weights and the bias.
     b, bbar : float64 (C,)
         Biases and averaged biases, updated in place.
     A : float64 (C, B)
-        Out: ``A[c, j] = eta_j y_cj R11_j`` where (c, j) violated, else 0.
+        Out: ``A[c, j] = eta_j y_cj q_cj R11_j`` where (c, j) violated, else 0
+        (``q_cj`` = ``pos_weight`` for a positive, 1 for a negative).
 
     Notes
     -----
@@ -139,11 +143,12 @@ def dense_walk(M, G, row_class, y, p11_prev, coef_v, eta, alpha, bias_lr, b, bba
                 score = p11_prev[j] * (M[c, j] + acc[j]) + bc
                 yc = 1.0 if y[j] == cls else -1.0
                 if yc * score < 1.0:
-                    a = coef_v[j] * yc
+                    qy = pos_weight if yc > 0.0 else -1.0
+                    a = coef_v[j] * qy
                     A[c, j] = a
                     for k in range(j + 1, B):
                         acc[k] += a * G[j, k]
-                    bc += bias_lr * eta[j] * yc
+                    bc += bias_lr * eta[j] * qy
                 else:
                     A[c, j] = 0.0
                 bb = (1.0 - alpha[j]) * bb + alpha[j] * bc
@@ -179,25 +184,26 @@ def sparse_rows_update(V, U, A, ratio, XB, update_u, n_threads):
 
 @njit(**_FLAGS)
 def _csr_step(V, U, c, j, k0, k1, dot, data, indices, row_class, y, p11_prev, coef_v,
-              coef_u, eta, alpha, bias_lr, b, bbar, update_u):
+              coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u):
     """Decide and apply one (class, sample) step of :func:`csr_walk` given its dot product."""
     score = p11_prev[j] * dot + b[c]
     yc = 1.0 if y[j] == row_class[c] else -1.0
     if yc * score < 1.0:
-        av = coef_v[j] * yc
+        qy = pos_weight if yc > 0.0 else -1.0
+        av = coef_v[j] * qy
         for k in range(k0, k1):
             V[c, indices[k]] += V.dtype.type(av * data[k])
         if update_u:
-            au = coef_u[j] * yc
+            au = coef_u[j] * qy
             for k in range(k0, k1):
                 U[c, indices[k]] += U.dtype.type(au * data[k])
-        b[c] += bias_lr * eta[j] * yc
+        b[c] += bias_lr * eta[j] * qy
     bbar[c] = (1.0 - alpha[j]) * bbar[c] + alpha[j] * b[c]
 
 
 @njit(parallel=True, **_FLAGS)
 def csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v,
-             coef_u, eta, alpha, bias_lr, b, bbar, update_u, n_threads):
+             coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u, n_threads):
     """Sequential ASGD over CSR rows ``row0 .. row0+m-1``, exact, parallel over classes.
 
     For sparse rows the margins are gathered dot products and the updates are
@@ -239,13 +245,17 @@ def csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_
                         d2 += np.float64(V[c + 2, ix]) * v
                         d3 += np.float64(V[c + 3, ix]) * v
                     _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
-                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
                     _csr_step(V, U, c + 1, j, k0, k1, d1, data, indices, row_class, y,
-                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
                     _csr_step(V, U, c + 2, j, k0, k1, d2, data, indices, row_class, y,
-                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
                     _csr_step(V, U, c + 3, j, k0, k1, d3, data, indices, row_class, y,
-                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
                 c += 4
             else:
                 for j in range(m):
@@ -256,7 +266,8 @@ def csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_
                     for k in range(k0, k1):
                         d0 += np.float64(V[c, indices[k]]) * np.float64(data[k])
                     _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
-                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, b, bbar, update_u)
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
                 c += 1
 
 
@@ -277,13 +288,15 @@ def fold(V, U, p11, p21, p22, fold_u, n_threads):
 
 
 @njit(parallel=True, **_FLAGS)
-def hinge_stats(S, y, row_class, loss_out, n_threads):
-    """Per-row sum of hinge losses ``max(0, 1 - y_ci S[i, c])`` over samples.
+def hinge_stats(S, y, row_class, pos_weight, loss_out, n_threads):
+    """Per-row sum of hinge losses ``q_ci max(0, 1 - y_ci S[i, c])`` over samples.
 
     Parameters
     ----------
     S : float (n, C)
         Decision scores.
+    pos_weight : float
+        ``q_ci`` for a positive sample (negatives weigh 1).
     loss_out : float64 (C,)
         Out.
     """
@@ -299,5 +312,5 @@ def hinge_stats(S, y, row_class, loss_out, n_threads):
                 yc = 1.0 if y[i] == cls else -1.0
                 v = 1.0 - yc * S[i, c]
                 if v > 0.0:
-                    acc += v
+                    acc += pos_weight * v if yc > 0.0 else v
             loss_out[c] = acc

@@ -48,6 +48,7 @@ class Hyper:
     bias_lr: float = 0.1
     averaged: bool = True
     block_size: int = 256
+    pos_weight: float = 1.0
 
 
 class GroupState:
@@ -253,7 +254,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
             _kernels.csr_walk(state.V, state.U if state.U is not None else state.V,
                               data, indices, indptr, pos, m, state.row_class, yb,
                               p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
-                              state.b, state.bbar, update_u, numba.get_num_threads())
+                              hyper.pos_weight, state.b, state.bbar, update_u,
+                              numba.get_num_threads())
             if timings is not None:
                 timings["walk"] = timings.get("walk", 0.0) + perf_counter() - tic
                 timings["pairs"] = timings.get("pairs", 0) + C * m
@@ -274,8 +276,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
             toc = perf_counter()
             A = np.empty((C, m))
             _kernels.dense_walk(Mg, G, state.row_class, yb, p11_prev, coef_v, eta,
-                                alpha, hyper.bias_lr, state.b, state.bbar, A,
-                                numba.get_num_threads())
+                                alpha, hyper.bias_lr, hyper.pos_weight, state.b, state.bbar,
+                                A, numba.get_num_threads())
             tw = perf_counter()
             nnz = int(np.count_nonzero(A))
             if nnz:

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from bowsvm._validation import check_int, check_real
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit
 from bowsvm.asgd.core import GroupState, Hyper, decision_scores, train_chunk
+from bowsvm.asgd.trainer import auto_pos_weight
 
 __all__ = ["ASGDClassifier"]
 
@@ -55,6 +56,23 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     averaged : bool, default=True
         False gives plain SGD (``coef_`` are the last iterates), for the
         convergence comparison of the paper's Fig. 3.
+    pos_weight : float or "auto", default=1.0
+        Weight ``q`` of a positive sample's hinge loss in each one-vs-all
+        problem (negatives weigh 1); ``"auto"`` is ``(C - 1) / sqrt(C)`` for C
+        classes (at least 1), as if each positive met sqrt(C) negatives.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training rows (stratified:
+        ``sklearn.model_selection.train_test_split(arange(n),
+        test_size=validation_fraction, stratify=y, random_state=random_state)``,
+        training on the first part in that order), score top-1 accuracy on the
+        rest after every epoch, stop after ``n_iter_no_change`` epochs without a
+        higher score, and keep the best epoch's model (its exact weights and
+        state: ``partial_fit`` continues from there). Unlike scikit-learn's
+        SGDClassifier, which keeps the last epoch's weights.
+    validation_fraction : float, default=0.1
+        In (0, 1); used with ``early_stopping``.
+    n_iter_no_change : int, default=5
+        Epochs without a better validation score before stopping.
 
     Attributes
     ----------
@@ -68,6 +86,12 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         Sorted class labels.
     t_ : int
         Samples seen (the step counter t).
+    n_epochs_ : int
+        Epochs run by :meth:`fit`.
+    best_epoch_ : int
+        The epoch whose model was kept (``n_epochs_`` without early stopping).
+    validation_scores_ : list of float
+        With ``early_stopping``: the validation accuracy after each epoch.
     n_features_in_ : int
 
     Notes
@@ -80,6 +104,11 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     ``wbar <- (1 - alpha) wbar + alpha w`` and the same for the bias.
     ``partial_fit`` makes one pass in the given order (no shuffle).
 
+    With ``pos_weight`` q, a violating positive steps ``q`` times further
+    (``w += q eta x``, ``b += q bias_lr eta``): the objective minimised is
+    ``lambda/2 ||w||^2 + (1/n) sum_i q_i hinge_i`` with ``q_i = q`` for the
+    class's samples and 1 for the others, exactly as in the block GEMM form.
+
     References
     ----------
     Lin et al., "Large-scale image classification: fast feature extraction and
@@ -89,7 +118,8 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, reg=1e-4, eta0=0.1, power=2 / 3, average_start=0, bias_lr=0.1,
                  max_epochs=5, shuffle=True, random_state=None, block_size=256,
-                 n_jobs=None, averaged=True):
+                 n_jobs=None, averaged=True, pos_weight=1.0, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=5):
         self.reg = reg
         self.eta0 = eta0
         self.power = power
@@ -101,6 +131,10 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         self.block_size = block_size
         self.n_jobs = n_jobs
         self.averaged = averaged
+        self.pos_weight = pos_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -108,7 +142,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- validation -------------------------------------------------------------
-    def _hyper(self) -> Hyper:
+    def _hyper(self, n_classes=None) -> Hyper:
         reg = check_real("reg", self.reg, low=0.0)
         eta0 = check_real("eta0", self.eta0, low=0.0, low_open=True)
         if reg * eta0 >= 1.0:
@@ -121,8 +155,14 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"averaged must be True or False, got {self.averaged!r}.")
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {self.shuffle!r}.")
+        if isinstance(self.pos_weight, str) and self.pos_weight == "auto":
+            pos_weight = auto_pos_weight(n_classes) if n_classes is not None else 1.0
+        elif isinstance(self.pos_weight, str):
+            raise ValueError(f"pos_weight={self.pos_weight!r} is not a number or 'auto'.")
+        else:
+            pos_weight = check_real("pos_weight", self.pos_weight, low=0.0, low_open=True)
         return Hyper(
-            reg=reg, eta0=eta0, power=power,
+            reg=reg, eta0=eta0, power=power, pos_weight=pos_weight,
             average_start=check_int("average_start", self.average_start, low=0),
             bias_lr=check_real("bias_lr", self.bias_lr, low=0.0),
             averaged=bool(self.averaged),
@@ -154,18 +194,69 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         hyper = self._hyper()
         epochs = check_int("max_epochs", self.max_epochs, low=1)
         n_threads = resolve_n_jobs(self.n_jobs)
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise TypeError(f"early_stopping must be True or False, got {self.early_stopping!r}.")
+        if self.early_stopping:
+            frac = check_real("validation_fraction", self.validation_fraction, low=0.0,
+                              low_open=True)
+            if frac >= 1.0:
+                raise ValueError(f"validation_fraction={frac} is out of range; expected "
+                                 f"0 < validation_fraction < 1.")
+            patience = check_int("n_iter_no_change", self.n_iter_no_change, low=1)
         X, y = validate_data(self, X, y, accept_sparse="csr",
                              dtype=[np.float64, np.float32], order="C")
         check_classification_targets(y)
         self._init_state(np.unique(y), X, hyper)
+        hyper = self._hyper(len(self.classes_))
         yi = np.searchsorted(self.classes_, y)
+        Xv = yv = None
+        if self.early_stopping:
+            X, yi, Xv, yv = self._split_validation(X, yi, frac)
         rs = check_random_state(self.random_state)
+        self.validation_scores_ = []
+        best = None
+        self.n_epochs_ = self.best_epoch_ = 0
         with thread_limit(n_threads):
-            for _ in range(epochs):
+            for epoch in range(1, epochs + 1):
                 order = rs.permutation(X.shape[0]) if self.shuffle else None
                 self._pass(X, yi, order, hyper)
+                self._state.fold()  # as bowsvm train does: the same bits with early stopping
+                self.n_epochs_ = epoch
+                if Xv is None:
+                    continue
+                score = self._val_accuracy(Xv, yv)
+                self.validation_scores_.append(score)
+                if best is None or score > best[0]:
+                    best = (score, GroupState.from_arrays(self._state.to_arrays()))
+                    self.best_epoch_ = epoch
+                elif epoch - self.best_epoch_ >= patience:
+                    break
+        if best is not None:
+            self._state = best[1]
+        else:
+            self.best_epoch_ = self.n_epochs_
         self._publish()
         return self
+
+    def _split_validation(self, X, yi, frac):
+        from sklearn.model_selection import train_test_split
+
+        try:
+            tr, va = train_test_split(np.arange(X.shape[0]), test_size=frac, stratify=yi,
+                                      random_state=self.random_state)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping: cannot hold out validation_fraction={self.validation_fraction!r} "
+                f"of {X.shape[0]} rows with every class in both parts ({exc}); raise "
+                f"validation_fraction or pass more samples per class."
+            ) from None
+        return X[tr], yi[tr], X[va], yi[va]
+
+    def _val_accuracy(self, Xv, yv) -> float:
+        W, b = self._state.averaged()
+        S = decision_scores(Xv, W, b)
+        pred = (S[:, 0] > 0).astype(np.int64) if S.shape[1] == 1 else np.argmax(S, axis=1)
+        return float(np.mean(pred == yv))
 
     def partial_fit(self, X, y, classes=None):
         """One pass over ``X`` in the given order, continuing from the current state.
@@ -210,6 +301,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
             )
         if X.dtype != self._state.dtype:
             X = X.astype(self._state.dtype)
+        hyper = self._hyper(len(self.classes_))
         yi = np.searchsorted(self.classes_, y)
         with thread_limit(n_threads):
             self._pass(X, yi, None, hyper)

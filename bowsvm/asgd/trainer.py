@@ -30,8 +30,13 @@ from bowsvm.asgd.core import GroupState, Hyper, train_chunk
 
 __all__ = [
     "DIVERGENCE_FACTOR",
+    "SELECT_METRICS",
+    "Candidate",
+    "EarlyStopping",
+    "auto_pos_weight",
     "calibrate_eta0",
     "check_divergence",
+    "choose",
     "class_groups",
     "evaluate",
     "gather",
@@ -46,6 +51,18 @@ __all__ = [
 #: Training stops when an epoch's objective exceeds this multiple of the
 #: zero-weight objective (1.0: every hinge loss is 1), or is not finite.
 DIVERGENCE_FACTOR = 100.0
+
+
+def auto_pos_weight(n_classes: int) -> float:
+    """``pos_weight="auto"``: ``(C - 1) / sqrt(C)``, at least 1.
+
+    With balanced classes each one-vs-all problem has C - 1 negatives per
+    positive; this weight makes them weigh like sqrt(C) negatives per positive,
+    the rebalancing Perronnin et al. (CVPR 2012) found best for one-vs-rest SGD
+    on ImageNet (there by subsampling negatives; here exactly, by weighting).
+    """
+    C = check_int("n_classes", n_classes, low=1)
+    return max(1.0, (C - 1) / np.sqrt(C))
 
 
 def class_groups(n_classes: int, n_groups: int) -> list[np.ndarray]:
@@ -85,26 +102,28 @@ def gather(states: dict):
     return np.concatenate(W, axis=0), np.concatenate(b)
 
 
-def objective(W, b, X, y, row_class, reg: float) -> float:
+def objective(W, b, X, y, row_class, reg: float, pos_weight: float = 1.0) -> float:
     """The one-vs-all objective of weights ``(W, b)`` on one in-memory chunk.
 
-    Mean over the rows of ``W`` of ``reg/2 ||w_c||^2 + mean_i hinge``, where
-    row ``c`` scores samples of class ``row_class[c]`` as positive.
+    Mean over the rows of ``W`` of ``reg/2 ||w_c||^2 + mean_i q_ci hinge``, where
+    row ``c`` scores samples of class ``row_class[c]`` as positive and a
+    positive's loss weighs ``q_ci = pos_weight`` (a negative's 1).
     """
     S = np.asarray(X @ W.T) + b[None, :].astype(W.dtype)
     loss = np.empty(W.shape[0])
-    _kernels.hinge_stats(S, np.ascontiguousarray(y, dtype=np.int64), row_class, loss,
-                         numba.get_num_threads())
+    _kernels.hinge_stats(S, np.ascontiguousarray(y, dtype=np.int64), row_class,
+                         float(pos_weight), loss, numba.get_num_threads())
     sq = np.einsum("ij,ij->i", W, W, dtype=np.float64)
     return float(np.mean(0.5 * reg * sq + loss / max(X.shape[0], 1)))
 
 
 def calibrate_eta0(X, y, n_classes: int, reg: float, power: float, bias_lr: float,
-                   block_size: int = 256, candidates=None) -> float:
+                   block_size: int = 256, candidates=None, pos_weight: float = 1.0) -> float:
     """Pick eta0 by trying plain SGD for one pass over a sample (Bottou's sgd style).
 
     Each tried eta0 trains from zero for one pass over the sample; the one with
-    the lowest one-vs-all objective on the same sample wins. Without
+    the lowest one-vs-all objective (weighted by ``pos_weight`` as trained) on
+    the same sample wins. Without
     ``candidates`` the search starts at 1 (halved until ``reg * eta0 < 1``) and
     walks by factors of 2 in the improving direction while the objective
     improves (at most 12 steps); with ``candidates`` it tries each of them.
@@ -121,10 +140,10 @@ def calibrate_eta0(X, y, n_classes: int, reg: float, power: float, bias_lr: floa
         if eta0 not in cache:
             st = GroupState(row_class, X.shape[1], X.dtype, averaged=False)
             h = Hyper(reg=reg, eta0=eta0, power=power, bias_lr=bias_lr, averaged=False,
-                      block_size=block_size)
+                      block_size=block_size, pos_weight=pos_weight)
             train_chunk(st, X, y, h)
             W, b = st.weights()
-            obj = objective(W, b, X, y, row_class, reg)
+            obj = objective(W, b, X, y, row_class, reg, pos_weight)
             cache[eta0] = obj if np.isfinite(obj) else np.inf
         return cache[eta0]
 
@@ -153,7 +172,7 @@ def calibrate_eta0(X, y, n_classes: int, reg: float, power: float, bias_lr: floa
 def with_eta0(hyper: Hyper, X, y, n_classes: int) -> Hyper:
     """``hyper`` with eta0 calibrated on the sample ``(X, y)`` (:func:`calibrate_eta0`)."""
     eta0 = calibrate_eta0(X, y, n_classes, hyper.reg, hyper.power, hyper.bias_lr,
-                          hyper.block_size)
+                          hyper.block_size, pos_weight=hyper.pos_weight)
     return Hyper(**{**asdict(hyper), "eta0": eta0})
 
 
@@ -179,7 +198,7 @@ def check_divergence(epoch: int, objective: float, where: str, hyper: Hyper) -> 
     )
 
 
-def evaluate(groups_wb, chunks, reg: float, ranks) -> dict:
+def evaluate(groups_wb, chunks, reg: float, ranks, pos_weight: float = 1.0) -> dict:
     """Top-1, top-5 and the one-vs-all objective of a model on a stream of chunks.
 
     Parameters
@@ -194,7 +213,7 @@ def evaluate(groups_wb, chunks, reg: float, ranks) -> dict:
     Returns
     -------
     dict with top1, top5, objective (mean over classes of
-    ``reg/2 ||w_c||^2 + mean_i hinge``), n
+    ``reg/2 ||w_c||^2 + mean_i q_ci hinge``, see :func:`objective`), n
     """
     C = sum(W.shape[0] for W, _ in groups_wb)
     loss = np.zeros(C)
@@ -207,8 +226,8 @@ def evaluate(groups_wb, chunks, reg: float, ranks) -> dict:
         hits1 += int((r < 1).sum())
         hits5 += int((r < 5).sum())
         part = np.empty(C)
-        _kernels.hinge_stats(np.ascontiguousarray(S), labels.astype(np.int64), row_class, part,
-                             numba.get_num_threads())
+        _kernels.hinge_stats(np.ascontiguousarray(S), labels.astype(np.int64), row_class,
+                             float(pos_weight), part, numba.get_num_threads())
         loss += part
         n += labels.shape[0]
     sq = np.concatenate([np.einsum("ij,ij->i", W, W, dtype=np.float64) for W, _ in groups_wb])
@@ -216,64 +235,209 @@ def evaluate(groups_wb, chunks, reg: float, ranks) -> dict:
             "objective": float(np.mean(0.5 * reg * sq + loss / n)), "n": n}
 
 
-def train_epochs(states: dict, chunks, hyper: Hyper, epochs: int, *, done: int = 0,
-                 log_rows=None, judge, progress=None, on_epoch=None) -> list:
-    """Run epochs ``done + 1 .. epochs`` of one-vs-all ASGD over the chunks handed in.
+#: Validation scores early stopping and hyper-parameter selection can follow.
+SELECT_METRICS = ("top1", "top5")
 
-    Parameters
+
+class EarlyStopping:
+    """Follow one run's validation score per epoch: which epoch to keep, when to stop.
+
+    The kept epoch is the first one with the highest ``metric``; with
+    ``patience`` > 0 the run stops once that many epochs have passed without a
+    higher score. With ``patience`` 0 every epoch runs and the kept epoch is
+    still the best one. The same rule serves the local run (online) and the
+    Spark driver (replayed over the epochs the tasks trained), so both keep the
+    same epoch.
+    """
+
+    def __init__(self, metric: str = "top1", patience: int = 0):
+        if metric not in SELECT_METRICS:
+            raise ValueError(f"selection metric {metric!r} is not one of {SELECT_METRICS}.")
+        self.metric = metric
+        self.patience = check_int("patience", patience, low=0)
+        self.best_epoch = 0
+        self.best_score = -np.inf
+
+    def update(self, epoch: int, row: dict) -> tuple[bool, bool]:
+        """Record epoch ``epoch``'s log row: ``(improved, stop)``."""
+        score = float(row[self.metric])
+        improved = score > self.best_score
+        if improved:
+            self.best_epoch, self.best_score = epoch, score
+        stop = self.patience > 0 and epoch - self.best_epoch >= self.patience
+        return improved, stop
+
+    @classmethod
+    def replay(cls, metric: str, patience: int, rows) -> "EarlyStopping":
+        """The rule's state after the logged ``rows`` (a resumed run)."""
+        es = cls(metric, patience)
+        for r in rows:
+            es.update(int(r["epoch"]), r)
+        return es
+
+
+class Candidate:
+    """One hyper-parameter setting of a run: its class groups' states, log and kept epoch.
+
+    Attributes
     ----------
-    states : dict group index -> GroupState
-        Trained in place (folded after every epoch).
-    chunks : callable
-        ``chunks(epoch)``: an iterable of ``(X, y)`` chunks, the epoch's
-        sample sequence; every group trains on each chunk in turn.
     hyper : Hyper
-    epochs : int
-        The last epoch to run.
-    done : int
-        Epochs already done (a resumed run); ``log_rows`` holds their rows.
-    log_rows : list of dict or None
-        Appended to; one row per epoch: epoch, t, method, seconds (the
-        epoch's training time) and what ``judge`` adds.
-    judge : callable
-        ``judge(states) -> (extra, objective, where)``: log fields to add
-        (e.g. validation top-1), and the objective that decides divergence
-        with a phrase naming where it was measured.
-    progress : callable or None
-        Called with each log row.
-    on_epoch : callable or None
-        Called as ``on_epoch(epoch, states, log_rows)`` after each epoch that
-        did not diverge (checkpoints, per-group outputs).
+    states : dict group index -> GroupState
+    log_rows : list of dict
+        One row per epoch trained.
+    stopping : EarlyStopping or None
+        None: the model is the last epoch's.
+    kept : dict group index -> (W, b) or None
+        Copies of the averaged weights of the best epoch so far (with ``stopping``).
+    finished : str or None
+        Why training ended before the last epoch: "early-stop" or "diverged".
+    error : str or None
+        The divergence message.
+    """
 
-    Returns
-    -------
-    list of dict
-        ``log_rows``.
+    def __init__(self, hyper: Hyper, states: dict, stopping: EarlyStopping | None = None):
+        self.hyper = hyper
+        self.states = states
+        self.log_rows = []
+        self.stopping = stopping
+        self.kept = None
+        self.finished = None
+        self.error = None
+
+    def keep(self) -> None:
+        """Copy the current averaged weights as the kept epoch's."""
+        self.kept = {g: (W.copy(), b.copy())
+                     for g, (W, b) in ((g, st.averaged()) for g, st in self.states.items())}
+
+    @property
+    def model_epoch(self) -> int:
+        """The epoch whose weights :meth:`model` returns."""
+        if self.stopping is not None:
+            return self.stopping.best_epoch
+        return int(self.log_rows[-1]["epoch"]) if self.log_rows else 0
+
+    def model(self):
+        """``(coef, intercept)`` in class order: the kept epoch's, or the last one's."""
+        if self.stopping is not None and self.kept is not None:
+            W, b = zip(*(self.kept[g] for g in sorted(self.kept)))
+            return np.concatenate(W, axis=0), np.concatenate(b)
+        return gather(self.states)
+
+    def score(self, metric: str) -> float:
+        """The validation ``metric`` of the epoch :meth:`model` returns (-inf if diverged)."""
+        if self.error is not None or not self.log_rows:
+            return -np.inf
+        e = self.model_epoch
+        return float(next(r[metric] for r in self.log_rows if r["epoch"] == e))
+
+    def to_arrays(self, prefix: str) -> dict:
+        """States and kept weights as arrays (checkpoints), keys starting ``prefix``."""
+        arrays = {prefix + k: v for k, v in states_to_arrays(self.states).items()}
+        for g, (W, b) in (self.kept or {}).items():
+            arrays[f"{prefix}kept_g{g}_W"] = W
+            arrays[f"{prefix}kept_g{g}_b"] = b
+        return arrays
+
+    def load_arrays(self, arrays, prefix: str) -> None:
+        """Inverse of :meth:`to_arrays` (the log rows are restored separately)."""
+        mine = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.states = states_from_arrays({k: v for k, v in mine.items() if k.startswith("g")})
+        kept = sorted(int(k.split("_")[1][1:]) for k in mine if k.startswith("kept_") and
+                      k.endswith("_W"))
+        self.kept = ({g: (np.array(mine[f"kept_g{g}_W"]), np.array(mine[f"kept_g{g}_b"]))
+                      for g in kept} or None)
+
+
+def choose(candidates, metric: str) -> int:
+    """Index of the candidate with the best validation ``metric`` (the first on ties).
 
     Raises
     ------
     ValueError
-        If an epoch diverges (:func:`check_divergence`), after its row was
-        logged and reported.
+        If every candidate diverged (the first one's message, with the count).
     """
-    log_rows = [] if log_rows is None else log_rows
-    order = sorted(states)
+    live = [k for k, c in enumerate(candidates) if c.error is None]
+    if not live:
+        raise ValueError(f"all {len(candidates)} hyper-parameter settings diverged; the first: "
+                         f"{candidates[0].error}")
+    return max(live, key=lambda k: (candidates[k].score(metric), -k))
+
+
+def train_epochs(candidates, chunks, epochs: int, *, done: int = 0, judge, progress=None,
+                 on_epoch=None) -> list:
+    """Run epochs ``done + 1 .. epochs`` of one-vs-all ASGD for every candidate setting.
+
+    Every candidate (and each of its class groups) trains on each chunk while
+    it is in memory, so an epoch reads the data once whatever the number of
+    settings and groups; each candidate's arithmetic is that of training it
+    alone (same chunks, same order, its own states).
+
+    Parameters
+    ----------
+    candidates : list of Candidate
+        Trained in place (states folded after every epoch, rows appended).
+    chunks : callable
+        ``chunks(epoch)``: an iterable of ``(X, y)`` chunks, the epoch's
+        sample sequence.
+    epochs : int
+        The last epoch to run.
+    done : int
+        Epochs already done (a resumed run; the candidates hold their rows).
+    judge : callable
+        ``judge(candidate) -> (extra, objective, where)``: log fields to add
+        (e.g. validation top-1), and the objective that decides divergence
+        with a phrase naming where it was measured.
+    progress : callable or None
+        Called as ``progress(row, k)`` with each log row and its candidate index.
+    on_epoch : callable or None
+        Called as ``on_epoch(epoch, candidates)`` after each epoch (checkpoints,
+        per-group outputs).
+
+    Returns
+    -------
+    list of Candidate
+
+    Raises
+    ------
+    ValueError
+        If the only candidate diverges (:func:`check_divergence`), after its row
+        was logged and reported. With several candidates a diverging one is
+        marked (``finished = "diverged"``, ``error``) and the others go on.
+    """
     for epoch in range(done + 1, epochs + 1):
+        live = [c for c in candidates if c.finished is None]
+        if not live:
+            break
         t0 = time.perf_counter()
         for X, y in chunks(epoch):
-            for g in order:
-                train_chunk(states[g], X, y, hyper)
-        for st in states.values():
-            st.fold()
-        row = {"epoch": epoch, "t": int(states[order[0]].t),
-               "method": "asgd" if hyper.averaged else "sgd",
-               "seconds": round(time.perf_counter() - t0, 3)}
-        extra, obj, where = judge(states)
-        row.update(extra)
-        log_rows.append(row)
-        if progress is not None:
-            progress(row)
-        check_divergence(epoch, obj, where, hyper)
+            for c in live:
+                for g in sorted(c.states):
+                    train_chunk(c.states[g], X, y, c.hyper)
+        seconds = round(time.perf_counter() - t0, 3)
+        for c in live:
+            for st in c.states.values():
+                st.fold()
+            first = c.states[min(c.states)]
+            row = {"epoch": epoch, "t": int(first.t),
+                   "method": "asgd" if c.hyper.averaged else "sgd", "seconds": seconds}
+            extra, obj, where = judge(c)
+            row.update(extra)
+            c.log_rows.append(row)
+            if progress is not None:
+                progress(row, candidates.index(c))
+            try:
+                check_divergence(epoch, obj, where, c.hyper)
+            except ValueError as exc:
+                if len(candidates) == 1:
+                    raise
+                c.finished, c.error = "diverged", str(exc)
+                continue
+            if c.stopping is not None:
+                improved, stop = c.stopping.update(epoch, row)
+                if improved:
+                    c.keep()
+                if stop:
+                    c.finished = "early-stop"
         if on_epoch is not None:
-            on_epoch(epoch, states, log_rows)
-    return log_rows
+            on_epoch(epoch, candidates)
+    return candidates

@@ -47,8 +47,8 @@ def write_checkpoint(path, epoch: int, arrays: dict, config: dict, log_rows: lis
         The training state.
     config : dict
         JSON-able settings of the run, compared on resume.
-    log_rows : list of dict
-        The log rows of the epochs done.
+    log_rows : JSON-able
+        The log of the epochs done (returned as written by :func:`read_checkpoint`).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -94,4 +94,4 @@ def read_checkpoint(path, config: dict):
             f"rerun with the same options, or without --resume to start over."
         )
     arrays = load_npz(path / meta["state"], "training checkpoint")
-    return int(meta["epoch"]), arrays, list(meta["log"])
+    return int(meta["epoch"]), arrays, meta["log"]

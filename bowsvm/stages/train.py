@@ -51,8 +51,7 @@ from typing import TYPE_CHECKING
 from bowsvm._validation import check_int
 from bowsvm.io.atomic import prepare_target
 
-if TYPE_CHECKING:  # numba and scikit-learn: kept out of every CLI start-up
-    from bowsvm.asgd.core import Hyper
+if TYPE_CHECKING:  # pyarrow: kept out of every CLI start-up
     from bowsvm.io.features import FeatureShards
 
 NAME = "train"
@@ -85,9 +84,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--features", default="features", metavar="DIR",
                         help="root folder holding features/NAME/")
     parser.add_argument("--models", default="models", metavar="DIR", help="root folder for models/NAME/")
-    parser.add_argument("--reg", type=float, default=1e-4, help="L2 penalty lambda")
-    parser.add_argument("--eta0", default="auto",
-                        help="initial step, or 'auto' to calibrate on a sample of 1000 rows")
+    parser.add_argument("--reg", default="1e-4", metavar="LAMBDA[,LAMBDA...]",
+                        help="L2 penalty lambda; a comma-separated list trains every value in "
+                             "the same data pass and keeps the best on val")
+    parser.add_argument("--eta0", default="auto", metavar="ETA0[,ETA0...]",
+                        help="initial step, or 'auto' to calibrate on a sample of 1000 rows "
+                             "(per --reg and --pos-weight value); a list as for --reg")
+    parser.add_argument("--pos-weight", default="1", metavar="Q[,Q...]",
+                        help="weight of a positive sample's hinge loss in each one-vs-all "
+                             "problem (negatives weigh 1); 'auto' is (C-1)/sqrt(C) for C "
+                             "classes; a list as for --reg")
+    parser.add_argument("--early-stop", type=int, default=0, metavar="N",
+                        help="keep the epoch with the best val score and stop after N epochs "
+                             "without a gain (0: off, the model is the last epoch's)")
+    parser.add_argument("--select", default="top1", choices=("top1", "top5"),
+                        help="val score that early stopping and the lists follow")
     parser.add_argument("--power", type=float, default=2 / 3,
                         help="step decay: eta_t = eta0 / (1 + reg eta0 t)^power")
     parser.add_argument("--average-start", type=int, default=0,
@@ -132,39 +143,91 @@ def parse_bytes(text) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def parse_values(option: str, text, *, auto: bool = False) -> list:
+    """A comma-separated list of numbers (``auto`` -> None where allowed), in order, no repeats.
+
+    Raises
+    ------
+    ValueError
+        Naming ``option`` and the item that is not a number (or ``auto``).
+    """
+    out = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if auto and item.lower() == "auto":
+            v = None
+        else:
+            try:
+                v = float(item)
+            except ValueError:
+                want = "a number or 'auto'" if auto else "a number"
+                where = f"{option} {item!r}" if item == str(text).strip() else \
+                    f"{option} {text!r}: {item!r}"
+                raise ValueError(
+                    f"{where} is not {want}; pass one value or a comma-separated list "
+                    f"such as 1e-4,1e-5."
+                ) from None
+        if v not in out:
+            out.append(v)
+    return out
+
+
 def parse_eta0(text):
-    """``"auto"`` -> None; otherwise a positive float.
+    """``"auto"`` -> None; otherwise a positive float (one value of ``--eta0``).
 
     Raises
     ------
     ValueError
         If ``text`` is neither ``auto`` nor a positive number.
     """
-    if str(text).lower() == "auto":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"--eta0 {text!r} is not a number; pass a positive number or 'auto'.") from None
-    if not v > 0:
+    (v,) = parse_values("--eta0", text, auto=True) or [None]
+    if v is not None and not v > 0:
         raise ValueError(f"--eta0 {text!r} must be positive, or 'auto'.")
     return v
 
 
-def hyper_from_args(args) -> tuple[Hyper, bool]:
-    """Validated hyper-parameters from parsed arguments: (Hyper, eta0_auto).
+def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
+    """Validated hyper-parameter settings from parsed arguments: (hypers, eta0_auto).
 
-    Validated by :class:`bowsvm.asgd.ASGDClassifier`, so the CLI and the
-    estimator accept exactly the same values.
+    One :class:`Hyper` per combination of the ``--reg``, ``--eta0`` and
+    ``--pos-weight`` values (in that nesting order); ``eta0_auto[k]`` says
+    whether setting ``k``'s eta0 is still to be calibrated. Validated by
+    :class:`bowsvm.asgd.ASGDClassifier`, so the CLI and the estimator accept
+    exactly the same values.
+
+    Raises
+    ------
+    ValueError
+        Naming the option of a bad value.
     """
     from bowsvm.asgd import ASGDClassifier
+    from bowsvm.asgd.trainer import auto_pos_weight
 
-    eta0 = parse_eta0(args.eta0)
-    est = ASGDClassifier(reg=args.reg, eta0=eta0 if eta0 is not None else 1e-3,
-                         power=args.power, average_start=args.average_start,
-                         bias_lr=args.bias_lr, block_size=args.block_size,
-                         averaged=not args.no_average)
-    return est._hyper(), eta0 is None
+    hypers, autos = [], []
+    regs = parse_values("--reg", args.reg)
+    etas = parse_values("--eta0", args.eta0, auto=True)
+    weights = parse_values("--pos-weight", args.pos_weight, auto=True)
+    for e in etas:
+        if e is not None and not e > 0:
+            raise ValueError(f"--eta0 {args.eta0!r}: {e:g} must be positive, or 'auto'.")
+    for q in weights:
+        if q is not None and not q > 0:
+            raise ValueError(f"--pos-weight {args.pos_weight!r}: {q:g} must be positive, or "
+                             f"'auto'.")
+    for reg in regs:
+        for eta0 in etas:
+            for q in weights:
+                q = auto_pos_weight(n_classes) if q is None else q
+                est = ASGDClassifier(reg=reg, eta0=eta0 if eta0 is not None else 1e-3,
+                                     power=args.power, average_start=args.average_start,
+                                     bias_lr=args.bias_lr, block_size=args.block_size,
+                                     averaged=not args.no_average, pos_weight=q)
+                try:
+                    hypers.append(est._hyper())
+                except ValueError as exc:
+                    raise ValueError(f"--reg {reg:g} with --eta0 {eta0}: {exc}") from None
+                autos.append(eta0 is None)
+    return hypers, autos
 
 
 def _model_dir(args, fs) -> Path:
@@ -190,12 +253,26 @@ def check_arguments(args) -> None:
     from bowsvm.asgd.trainer import class_groups
     from bowsvm.io.features import open_feature_set
 
-    hyper_from_args(args)
+    from bowsvm.io.features import shard_files
+
     parse_bytes(args.memory_budget)
     check_int("epochs", args.epochs, low=1)
     check_int("seed", args.seed, low=0)
+    check_int("early-stop", args.early_stop, low=0)
     fs = open_feature_set(args.features, args.feature_set)
+    hypers, _ = hypers_from_args(args, len(fs.classes))
     class_groups(len(fs.classes), args.groups)
+    if len(hypers) > 1 or args.early_stop:
+        what = ("--early-stop" if len(hypers) == 1 else
+                f"{len(hypers)} hyper-parameter settings (lists in --reg/--eta0/--pos-weight)")
+        if args.no_validate:
+            raise ValueError(f"{what} choose on the val split; drop --no-validate.")
+        if not shard_files(fs.folder, "val"):
+            raise ValueError(
+                f"{what} choose on the val split, and feature set {fs.folder} has none; "
+                f"extract features with a val split (bowsvm prepare --val-per-class) or pass "
+                f"one value per option without --early-stop."
+            )
     prepare_target(_model_dir(args, fs), args.overwrite, "train", [fs.folder], "--models/NAME")
 
 
@@ -208,15 +285,17 @@ class TrainConfig:
     Stored in the checkpoint; a resumed run must have the same.
     """
 
-    hyper: dict
+    hypers: list
     seed: int
     epochs: int
     groups: int
     rows_per_chunk: int
     feature_set: str
     manifest_hash: str
-    eta0_auto: bool = False
+    eta0_auto: list = field(default_factory=list)
     only_groups: list = field(default_factory=list)
+    early_stop: int = 0
+    select: str = "top1"
 
 
 def _xy(chunks):
@@ -225,34 +304,44 @@ def _xy(chunks):
         yield X, labels
 
 
-def validation(groups_wb, val, dim: int, rows: int, reg: float) -> dict:
+def validation(groups_wb, val, dim: int, rows: int, reg: float, pos_weight: float = 1.0) -> dict:
     """Top-1, top-5 and objective of a model on the val split: the log row's fields.
 
-    The one validation of an epoch, for the local run and the Spark driver alike.
+    The one validation of an epoch, for the local run and the Spark driver alike;
+    the objective is the trained one (``reg``, ``pos_weight``).
     """
     from bowsvm.asgd.trainer import evaluate
     from bowsvm.evaluation.metrics import true_class_ranks
     from bowsvm.io.features import iter_chunks, read_ahead
 
-    ev = evaluate(groups_wb, _xy(read_ahead(iter_chunks(val, dim, rows))), reg, true_class_ranks)
+    ev = evaluate(groups_wb, _xy(read_ahead(iter_chunks(val, dim, rows))), reg, true_class_ranks,
+                  pos_weight)
     return {"top1": ev["top1"], "top5": ev["top5"], "objective": ev["objective"]}
 
 
-def auto_eta0(fs: FeatureShards, train, hyper: Hyper, seed: int, rows: int) -> Hyper:
-    """``hyper`` with eta0 calibrated on the first 1000 rows of the seed's order."""
+def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int) -> list:
+    """``hypers`` with eta0 calibrated, where ``eta0_auto`` says so, on the first 1000 rows
+    of the seed's order; settings that become equal are kept once (the first)."""
     import numpy as np
 
     from bowsvm.asgd.trainer import with_eta0
     from bowsvm.io.features import iter_chunks
 
-    _, labels, X = next(iter_chunks(train, fs.dim, min(rows, CALIBRATION_ROWS),
-                                    np.random.default_rng([seed, 0])))
-    return with_eta0(hyper, X, labels, len(fs.classes))
+    if any(eta0_auto):
+        _, labels, X = next(iter_chunks(train, fs.dim, min(rows, CALIBRATION_ROWS),
+                                        np.random.default_rng([seed, 0])))
+    out = []
+    for h, auto in zip(hypers, eta0_auto):
+        h = with_eta0(h, X, labels, len(fs.classes)) if auto else h
+        if h not in out:
+            out.append(h)
+    return out
 
 
-def train_feature_set(fs: FeatureShards, *, hyper: Hyper, epochs: int = 5, seed: int = 0,
+def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 0,
                       memory_budget="2GB", n_jobs=None, groups: int = 1,
-                      only_groups=None, eta0_auto: bool = False, validate: bool = True,
+                      only_groups=None, eta0_auto=False, validate: bool = True,
+                      early_stop: int = 0, select: str = "top1",
                       checkpoint_dir=None, resume: bool = False, progress=None,
                       on_epoch=None):
     """Train one-vs-all ASGD on a feature set's train split, streaming its shards.
@@ -260,8 +349,11 @@ def train_feature_set(fs: FeatureShards, *, hyper: Hyper, epochs: int = 5, seed:
     Parameters
     ----------
     fs : FeatureShards
-    hyper : Hyper
-        ``hyper.eta0`` is used unless ``eta0_auto``.
+    hyper : Hyper or list of Hyper
+        The setting(s) to train; several train in the same data pass (each as
+        if alone) and the best on val is chosen (:func:`bowsvm.asgd.trainer.choose`).
+    eta0_auto : bool or list of bool
+        Per setting: calibrate its eta0 first (:func:`auto_eta0`).
     groups : int
         Number of class groups; ``only_groups`` restricts training to some of
         them (distributed work). The sample sequence does not depend on either.
@@ -269,33 +361,43 @@ def train_feature_set(fs: FeatureShards, *, hyper: Hyper, epochs: int = 5, seed:
         Evaluate on the "val" split after each epoch (if it exists and all
         groups are trained here); otherwise divergence is judged on the first
         1000 rows of the train split.
+    early_stop : int
+        With val: keep each setting's epoch with the best ``select`` score and
+        stop it after this many epochs without a gain (0: the last epoch).
+    select : "top1" or "top5"
+        The val score early stopping and the choice among settings follow.
     checkpoint_dir : path or None
         Where to write a checkpoint after every epoch.
     resume : bool
         Continue from the checkpoint in ``checkpoint_dir`` if there is one.
     progress : callable or None
-        Called with each log row.
+        Called as ``progress(row, k)`` with each log row and its setting's index.
     on_epoch : callable or None
-        Called as ``on_epoch(epoch, states)`` after each epoch (states folded).
+        Called as ``on_epoch(epoch, candidates)`` after each epoch (states folded).
 
     Returns
     -------
-    states : dict group index -> GroupState (folded)
-    log_rows : list of dict
-    info : dict (eta0, rows_per_chunk, n_train, seconds, hyper, seed, groups)
+    candidates : list of :class:`bowsvm.asgd.trainer.Candidate`
+        One per distinct setting (after calibration), states folded.
+    chosen : int or None
+        Index of the setting chosen on val (None without val and with one
+        setting: 0 is then the only one).
+    info : dict (eta0, rows_per_chunk, n_train, seconds, hyper, seed, groups,
+        model_epoch, selection)
 
     Raises
     ------
     ValueError
         On bad shards (see :func:`bowsvm.io.features.scan_split`,
-        :func:`bowsvm.io.features.iter_chunks`), a diverging run, or a
-        checkpoint written with other settings.
+        :func:`bowsvm.io.features.iter_chunks`), a diverging run (all settings
+        diverged), a checkpoint written with other settings, or several
+        settings / early stopping without a val split.
     """
     import numpy as np
 
     from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit
     from bowsvm.asgd.trainer import (
-        class_groups, new_states, objective, states_from_arrays, states_to_arrays, train_epochs,
+        Candidate, EarlyStopping, choose, class_groups, new_states, objective, train_epochs,
     )
     from bowsvm.io import content_hash
     from bowsvm.io.checkpoints import read_checkpoint, write_checkpoint
@@ -304,8 +406,15 @@ def train_feature_set(fs: FeatureShards, *, hyper: Hyper, epochs: int = 5, seed:
     )
 
     t_start = time.perf_counter()
+    hypers = list(hyper) if isinstance(hyper, (list, tuple)) else [hyper]
+    autos = (list(eta0_auto) if isinstance(eta0_auto, (list, tuple))
+             else [bool(eta0_auto)] * len(hypers))
+    if len(autos) != len(hypers):
+        raise ValueError(f"eta0_auto has {len(autos)} entries for {len(hypers)} settings.")
     epochs = check_int("epochs", epochs, low=1)
     seed = check_int("seed", seed, low=0)
+    early_stop = check_int("early_stop", early_stop, low=0)
+    EarlyStopping(select)  # validates the metric name
     budget = parse_bytes(memory_budget)
     n_threads = resolve_n_jobs(n_jobs)
     parts = class_groups(len(fs.classes), groups)
@@ -317,54 +426,90 @@ def train_feature_set(fs: FeatureShards, *, hyper: Hyper, epochs: int = 5, seed:
     val = None
     if validate and len(todo) == len(parts) and shard_files(fs.folder, "val"):
         val = scan_split(fs, "val")
+    choosing = len(hypers) > 1 or early_stop > 0
+    if choosing and val is None and validate:
+        raise ValueError(
+            f"{len(hypers)} hyper-parameter settings or early stopping choose on the val split, "
+            f"and feature set {fs.folder} has none (or only some class groups train here)."
+        )
     rows = rows_per_chunk(fs, train, budget)
     with thread_limit(n_threads):
-        if eta0_auto:
-            hyper = auto_eta0(fs, train, hyper, seed, rows)
-        cfg = asdict(TrainConfig(hyper=asdict(hyper), seed=seed, epochs=epochs, groups=len(parts),
-                                 rows_per_chunk=rows, feature_set=fs.name,
-                                 manifest_hash=content_hash(fs.manifest), eta0_auto=eta0_auto,
-                                 only_groups=todo))
+        hypers = auto_eta0(fs, train, hypers, autos, seed, rows)
+        cfg = asdict(TrainConfig(hypers=[asdict(h) for h in hypers], seed=seed, epochs=epochs,
+                                 groups=len(parts), rows_per_chunk=rows, feature_set=fs.name,
+                                 manifest_hash=content_hash(fs.manifest), eta0_auto=autos,
+                                 only_groups=todo, early_stop=early_stop, select=select))
+
+        def stopping():
+            return EarlyStopping(select, early_stop) if (choosing and val is not None) else None
+
+        cands = [Candidate(h, new_states(parts, todo, fs.dim, h), stopping()) for h in hypers]
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         loaded = read_checkpoint(ckpt, cfg) if (resume and ckpt is not None) else None
+        done = 0
         if loaded is not None:
-            done, arrays, log_rows = loaded
-            states = states_from_arrays(arrays)
-        else:
-            done, log_rows = 0, []
-            states = new_states(parts, todo, fs.dim, hyper)
+            done, arrays, log = loaded
+            for k, c in enumerate(cands):
+                c.load_arrays(arrays, f"c{k}_")
+                c.log_rows = list(log["rows"][k])
+                c.finished, c.error = log["finished"][k], log["errors"][k]
+                if c.stopping is not None:
+                    c.stopping = EarlyStopping.replay(select, early_stop, c.log_rows)
 
         if val is not None:
-            def judge(states):
-                ev = validation([states[g].averaged() for g in todo], val, fs.dim, rows, hyper.reg)
+            def judge(c):
+                ev = validation([c.states[g].averaged() for g in todo], val, fs.dim, rows,
+                                c.hyper.reg, c.hyper.pos_weight)
                 return ev, ev["objective"], "val"
         else:  # divergence judged on the first rows of the train split, classes trained here
             probe_y, probe_X = first_rows(train, fs.dim, rows, PROBE_ROWS)
             rc = np.concatenate([parts[g] for g in todo])
 
-            def judge(states):
-                W, b = (np.concatenate(a) for a in zip(*(states[g].averaged() for g in todo)))
-                return ({}, objective(W, b, probe_X, probe_y, rc, hyper.reg),
+            def judge(c):
+                W, b = (np.concatenate(a) for a in zip(*(c.states[g].averaged() for g in todo)))
+                return ({}, objective(W, b, probe_X, probe_y, rc, c.hyper.reg, c.hyper.pos_weight),
                         f"train-sample ({probe_y.shape[0]} rows)")
 
         def chunks(epoch):
             rng = np.random.default_rng([seed, epoch])
             return _xy(read_ahead(iter_chunks(train, fs.dim, rows, rng)))
 
-        def after(epoch, states, log_rows):
+        def after(epoch, cands):
             if on_epoch is not None:
-                on_epoch(epoch, states)
+                on_epoch(epoch, cands)
             if ckpt is not None:
-                write_checkpoint(ckpt, epoch, states_to_arrays(states), cfg, log_rows)
+                arrays = {}
+                for k, c in enumerate(cands):
+                    arrays.update(c.to_arrays(f"c{k}_"))
+                write_checkpoint(ckpt, epoch, arrays, cfg, {
+                    "rows": [c.log_rows for c in cands],
+                    "finished": [c.finished for c in cands],
+                    "errors": [c.error for c in cands]})
             if os.environ.get(KILL_ENV) == str(epoch):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        train_epochs(states, chunks, hyper, epochs, done=done, log_rows=log_rows, judge=judge,
-                     progress=progress, on_epoch=after)
-    info = {"eta0": hyper.eta0, "rows_per_chunk": rows, "n_train": train.n,
-            "seconds": round(time.perf_counter() - t_start, 3), "hyper": asdict(hyper),
-            "seed": seed, "groups": len(parts)}
-    return states, log_rows, info
+        train_epochs(cands, chunks, epochs, done=done, judge=judge, progress=progress,
+                     on_epoch=after)
+    chosen = choose(cands, select) if val is not None else (0 if len(cands) == 1 else None)
+    c = cands[chosen if chosen is not None else 0]
+    info = {"eta0": c.hyper.eta0, "rows_per_chunk": rows, "n_train": train.n,
+            "seconds": round(time.perf_counter() - t_start, 3), "hyper": asdict(c.hyper),
+            "seed": seed, "groups": len(parts), "model_epoch": c.model_epoch,
+            "selection": selection_record(cands, chosen, select, early_stop)}
+    return cands, chosen, info
+
+
+def selection_record(cands, chosen, select: str, early_stop: int) -> dict:
+    """The manifest's ``selection``: every setting tried, its kept epoch and val scores."""
+    tried = []
+    for c in cands:
+        e = c.model_epoch
+        row = next((r for r in c.log_rows if r["epoch"] == e), {})
+        tried.append({"reg": c.hyper.reg, "eta0": c.hyper.eta0, "pos_weight": c.hyper.pos_weight,
+                      "epochs": len(c.log_rows), "model_epoch": e,
+                      "top1": row.get("top1"), "top5": row.get("top5"),
+                      "finished": c.finished, "error": c.error})
+    return {"metric": select, "early_stop": early_stop, "chosen": chosen, "settings": tried}
 
 
 def model_manifest(fs: FeatureShards, log_rows: list, info: dict, seconds: float) -> dict:
@@ -375,7 +520,8 @@ def model_manifest(fs: FeatureShards, log_rows: list, info: dict, seconds: float
         "dim": fs.dim, "classes": fs.classes, "layout": fs.layout,
         "hyper_parameters": info["hyper"], "epochs": len(log_rows),
         "t": log_rows[-1]["t"] if log_rows else 0, "seed": info["seed"],
-        "groups": info["groups"], "eta0": info["eta0"],
+        "groups": info["groups"], "eta0": info["eta0"], "model_epoch": info["model_epoch"],
+        "selection": info["selection"],
         "rows_per_chunk": info["rows_per_chunk"], "n_train": info["n_train"],
         "seconds": round(seconds, 3),
         "timings": {"train_seconds": info["seconds"],
@@ -384,32 +530,49 @@ def model_manifest(fs: FeatureShards, log_rows: list, info: dict, seconds: float
     }
 
 
-def run(args) -> int:
-    """``bowsvm train``: train on this machine and write ``MODELS/NAME``."""
+def _progress(args, n_settings: int):
+    """The per-epoch line printer of ``bowsvm train`` (one JSON object per line)."""
     import json
 
-    from bowsvm.asgd.trainer import gather
+    def progress(row, k):
+        if not args.quiet:
+            print(json.dumps({"setting": k, **row} if n_settings > 1 else row),
+                  file=sys.stderr, flush=True)
+    return progress
+
+
+def _report_choice(args, cands, chosen: int, info: dict) -> None:
+    if args.quiet or (len(cands) == 1 and not args.early_stop):
+        return
+    c = cands[chosen]
+    h = c.hyper
+    what = (f"setting {chosen} of {len(cands)} (reg {h.reg:g}, eta0 {h.eta0:g}, "
+            f"pos-weight {h.pos_weight:g})" if len(cands) > 1 else "the model")
+    print(f"[train] chose {what}: epoch {info['model_epoch']} of {len(c.log_rows)} trained, "
+          f"val {args.select} {c.score(args.select):.4f}", file=sys.stderr)
+
+
+def run(args) -> int:
+    """``bowsvm train``: train on this machine and write ``MODELS/NAME``."""
     from bowsvm.io.checkpoints import checkpoint_dir
     from bowsvm.io.features import open_feature_set
     from bowsvm.io.models import write_model
 
     t0 = time.perf_counter()
     check_arguments(args)
-    hyper, auto = hyper_from_args(args)
     fs = open_feature_set(args.features, args.feature_set)
+    hypers, autos = hypers_from_args(args, len(fs.classes))
     out = _model_dir(args, fs)
     ckpt = checkpoint_dir(args.models, fs.name)
-
-    def progress(row):
-        if not args.quiet:
-            print(json.dumps(row), file=sys.stderr, flush=True)
-
-    states, log_rows, info = train_feature_set(
-        fs, hyper=hyper, epochs=args.epochs, seed=args.seed, memory_budget=args.memory_budget,
-        n_jobs=args.n_jobs, groups=args.groups, eta0_auto=auto,
-        validate=not args.no_validate, checkpoint_dir=ckpt, resume=args.resume,
-        progress=progress)
-    coef, intercept = gather(states)
+    cands, chosen, info = train_feature_set(
+        fs, hyper=hypers, epochs=args.epochs, seed=args.seed, memory_budget=args.memory_budget,
+        n_jobs=args.n_jobs, groups=args.groups, eta0_auto=autos,
+        validate=not args.no_validate, early_stop=args.early_stop, select=args.select,
+        checkpoint_dir=ckpt, resume=args.resume, progress=_progress(args, len(hypers)))
+    chosen = 0 if chosen is None else chosen
+    coef, intercept = cands[chosen].model()
+    _report_choice(args, cands, chosen, info)
+    log_rows = cands[chosen].log_rows
     write_model(out, coef, intercept, log_rows,
                 model_manifest(fs, log_rows, info, time.perf_counter() - t0),
                 overwrite=args.overwrite, inputs=[fs.folder])
@@ -421,37 +584,47 @@ def run(args) -> int:
 
 # ------------------------------------------------------- class groups on Spark
 
-def _group_file(staging, epoch: int, g: int) -> Path:
-    return Path(staging) / f"epoch-{epoch:04d}" / f"group-{g:05d}.npz"
+def _group_file(staging, epoch: int, g: int, k: int = 0) -> Path:
+    return Path(staging) / f"epoch-{epoch:04d}" / f"setting-{k:03d}-group-{g:05d}.npz"
 
 
-def train_group(g: int, features: str, name: str, hyper: dict, epochs: int, seed: int,
+def train_group(g: int, features: str, name: str, hypers: list, epochs: int, seed: int,
                 budget: str, n_jobs: int, groups: int, staging: str) -> tuple:
-    """Executor side: train group ``g`` over all shards; write its weights each epoch.
+    """Executor side: train group ``g`` of every setting over all shards; write its weights
+    after each epoch (settings in the same data pass, as locally).
 
     Returns
     -------
-    (g, log_rows, info) of :func:`train_feature_set`.
+    (g, log rows per setting, divergence message or None per setting, info)
     """
     from bowsvm.asgd.core import Hyper
     from bowsvm.io.features import open_feature_set
     from bowsvm.io.models import write_group_weights
 
-    def save(epoch, states):
-        W, b = states[g].averaged()
-        path = _group_file(staging, epoch, g)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_group_weights(path, W, b)
+    def save(epoch, cands):
+        for k, c in enumerate(cands):
+            if c.log_rows and c.log_rows[-1]["epoch"] == epoch and c.error is None:
+                W, b = c.states[g].averaged()
+                path = _group_file(staging, epoch, g, k)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_group_weights(path, W, b)
 
     fs = open_feature_set(features, name)
-    states, log_rows, info = train_feature_set(
-        fs, hyper=Hyper(**hyper), epochs=epochs, seed=seed, memory_budget=budget,
+    cands, _, info = train_feature_set(
+        fs, hyper=[Hyper(**h) for h in hypers], epochs=epochs, seed=seed, memory_budget=budget,
         n_jobs=n_jobs, groups=groups, only_groups=[g], validate=False, on_epoch=save)
-    return g, log_rows, info
+    return g, [c.log_rows for c in cands], [c.error for c in cands], info
 
 
 def run_spark(spark, args) -> int:
-    """``jobs/train_groups.py``: one Spark task per class group; the driver writes the model."""
+    """``jobs/train_groups.py``: one Spark task per class group; the driver writes the model.
+
+    The tasks train every setting for all epochs (they see no val split); the
+    driver validates each setting's gathered model epoch by epoch and applies
+    early stopping and the choice exactly as the local run does, so the model,
+    its kept epoch and the log rows kept match ``bowsvm train``.
+    """
+    from bowsvm.asgd.trainer import Candidate, EarlyStopping, choose
     from bowsvm.io.features import (
         open_feature_set, rows_per_chunk, scan_split, shard_files,
     )
@@ -459,41 +632,62 @@ def run_spark(spark, args) -> int:
 
     t0 = time.perf_counter()
     n_jobs = 1 if args.n_jobs is None else args.n_jobs  # per task: tasks x threads <= cores
-    hyper, auto = hyper_from_args(args)
+    check_int("early-stop", args.early_stop, low=0)
     fs = open_feature_set(args.features, args.feature_set)
+    hypers, autos = hypers_from_args(args, len(fs.classes))
     out = _model_dir(args, fs)
     train = scan_split(fs, "train", require_all_classes=True)  # errors before any task
     val = scan_split(fs, "val") if (not args.no_validate and shard_files(fs.folder, "val")) else None
+    choosing = len(hypers) > 1 or args.early_stop > 0
+    if choosing and val is None:
+        raise ValueError("several hyper-parameter settings or --early-stop choose on the val "
+                         "split; this feature set has none (or --no-validate was given).")
     rows = rows_per_chunk(fs, train, parse_bytes(args.memory_budget))
-    if auto:
-        hyper = auto_eta0(fs, train, hyper, args.seed, rows)
+    hypers = auto_eta0(fs, train, hypers, autos, args.seed, rows)
 
     staging = Path(args.models).absolute() / f".{fs.name}.groups"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     features = str(Path(args.features).absolute())
-    job = (args.feature_set, asdict(hyper), args.epochs, args.seed, args.memory_budget, n_jobs,
-           args.groups, str(staging))
+    job = (args.feature_set, [asdict(h) for h in hypers], args.epochs, args.seed,
+           args.memory_budget, n_jobs, args.groups, str(staging))
     results = (spark.sparkContext.parallelize(range(args.groups), args.groups)
                .map(lambda g: train_group(g, features, *job))
                .collect())
     results.sort(key=lambda r: r[0])
 
-    def gathered(epoch):
-        return read_group_weights([_group_file(staging, epoch, g) for g, _, _ in results])
+    def gathered(k, epoch):
+        return read_group_weights([_group_file(staging, epoch, g, k) for g, *_ in results])
 
-    log_rows = []
-    for e, row in enumerate(results[0][1]):
-        r = dict(row)
-        r["seconds"] = max(res[1][e]["seconds"] for res in results)
-        if val is not None:  # the epoch's validation, of the gathered model, on the driver
-            r.update(validation([gathered(r["epoch"])], val, fs.dim, rows, hyper.reg))
-        log_rows.append(r)
-    coef, intercept = gathered(results[0][1][-1]["epoch"])
-    info = dict(results[0][2])
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    write_model(out, coef, intercept, log_rows,
-                model_manifest(fs, log_rows, info, time.perf_counter() - t0),
+    cands = []
+    for k, h in enumerate(hypers):
+        c = Candidate(h, {}, EarlyStopping(args.select, args.early_stop) if choosing else None)
+        errors = [res[2][k] for res in results if res[2][k] is not None]
+        # epochs whose weights every group wrote (a diverged group wrote none for its last)
+        usable = min(len(res[1][k]) - (res[2][k] is not None) for res in results)
+        for e, row in enumerate(results[0][1][k][:usable]):
+            r = dict(row)
+            r["seconds"] = max(res[1][k][e]["seconds"] for res in results)
+            if val is not None:  # the epoch's validation, of the gathered model, on the driver
+                r.update(validation([gathered(k, r["epoch"])], val, fs.dim, rows, h.reg,
+                                    h.pos_weight))
+            c.log_rows.append(r)
+            if c.stopping is not None and c.stopping.update(r["epoch"], r)[1]:
+                c.finished = "early-stop"
+                break
+        if errors:
+            c.finished, c.error = "diverged", errors[0]
+        cands.append(c)
+    chosen = choose(cands, args.select) if choosing else 0
+    c = cands[chosen]
+    coef, intercept = gathered(chosen, c.model_epoch)
+    info = dict(results[0][3])
+    info.update(eta0=c.hyper.eta0, hyper=asdict(c.hyper), model_epoch=c.model_epoch,
+                selection=selection_record(cands, chosen, args.select, args.early_stop),
+                seconds=round(time.perf_counter() - t0, 3))
+    _report_choice(args, cands, chosen, info)
+    write_model(out, coef, intercept, c.log_rows,
+                model_manifest(fs, c.log_rows, info, time.perf_counter() - t0),
                 overwrite=args.overwrite, inputs=[fs.folder])
     shutil.rmtree(staging, ignore_errors=True)
     print(f"[train_groups] {args.groups} groups trained; model written to {out}", file=sys.stderr)
