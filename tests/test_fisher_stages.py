@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from naive import naive_fisher_vector
-from test_extract_job import images, read_features, run_bowsvm  # noqa: F401 (fixture)
+from test_extract_job import read_features, run_bowsvm, write_image_shards
 
 from bowsvm.coding import (
     Codebook,
@@ -294,8 +294,14 @@ def test_codebook_stage_refuses_kmeans_engines_for_fisher():
 
 # --------------------------------------------------------------- the stages, end to end
 
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, fashion_dir):
+    """test_extract_job.py's image shards: 60/20/40 Fashion-MNIST images, one corrupt."""
+    return write_image_shards(tmp_path_factory.mktemp("img") / "images", fashion_dir)
+
+
 @pytest.mark.slow
-def test_fisher_set_through_the_cli(images, tmp_path):  # noqa: F811 (images: the fixture)
+def test_fisher_set_through_the_cli(images, tmp_path):
     from bowsvm._seed import seeded_key
     from bowsvm.features import extract_descriptors
     from bowsvm.io import read_manifest
