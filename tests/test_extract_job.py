@@ -32,7 +32,11 @@ def run_bowsvm(*args, env=None, timeout=600):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, fashion_dir):
     """Image shards written directly in the prepare format, with one corrupt image."""
-    root = tmp_path_factory.mktemp("img") / "images"
+    return write_image_shards(tmp_path_factory.mktemp("img") / "images", fashion_dir)
+
+
+def write_image_shards(root, fashion_dir):
+    """The ``images`` fixture's folder (also used by test_fisher_stages.py)."""
     rows = fmnist_image_rows(fashion_dir, N_PER_SPLIT)
     with atomic_output_dir(root) as tmp:
         (tmp / "shards").mkdir()

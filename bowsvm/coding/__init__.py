@@ -2,9 +2,10 @@
 
 Layers (see docs/STYLE.md): numba kernels in ``_kernels``; validated functions in
 ``_encode`` (knn_bases, lcc_encode, sv_encode), ``_pooling`` (spm_pool),
-``_codebook`` (Codebook, learn_codebook), ``gmm`` (GMM, fit_gmm),
+``_codebook`` (Codebook, learn_codebook, learn_gmm_codebook), ``gmm`` (GMM, fit_gmm),
 ``fisher`` (fisher_posteriors, fisher_vector, fisher_vectors), ``pipeline`` (the
-per-image coding pipeline of a preset: descriptors -> codes -> pooling, i.e.
+per-image coding pipeline of a preset: descriptors -> codes -> pooling (or the
+Fisher vector of a ``coding.method = "fisher"`` preset), i.e.
 feature_vector, feature_vectors, sample_descriptors, too_small) and ``_transformer``
 (the scikit-learn transformer, imported on first use so that Spark tasks do not load
 scikit-learn).
@@ -38,12 +39,19 @@ Fisher vectors
     (2 K D entries, optionally G_w: K more), signed square root then L2 per
     block, block-major like the other poolings (``fisher``).
 Codebooks
-    ``codebook.npz`` (bases, optional pca_mean / pca_components, float32) plus
-    ``codebook.json`` (sizes, content hash, how it was learned); loaded with
-    ``allow_pickle=False`` and checked against the recorded hash.
+    ``codebook.npz`` (bases, optional pca_mean / pca_components, float32; a
+    GMM codebook adds gmm_weights / gmm_variances, its means being the bases)
+    plus ``codebook.json`` (sizes, kind, content hash, how it was learned);
+    loaded with ``allow_pickle=False`` and checked against the recorded hash.
 """
 
-from bowsvm.coding._codebook import Codebook, codebook_from_centers, fit_pca, learn_codebook
+from bowsvm.coding._codebook import (
+    Codebook,
+    codebook_from_centers,
+    fit_pca,
+    learn_codebook,
+    learn_gmm_codebook,
+)
 from bowsvm.coding._encode import (
     DEFAULT_BETA,
     DEFAULT_S,
@@ -102,6 +110,7 @@ __all__ = [
     "knn_bases",
     "lcc_encode",
     "learn_codebook",
+    "learn_gmm_codebook",
     "prepare_image",
     "pyramid_blocks",
     "sample_descriptors",

@@ -1,4 +1,4 @@
-"""Codebooks: K-means bases with an optional PCA, saved as .npz + JSON (no pickle)."""
+"""Codebooks: K-means bases or a diagonal GMM, with an optional PCA, saved as .npz + JSON (no pickle)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from bowsvm.io.arrays import load_npz
 from bowsvm.io.atomic import atomic_file
 from bowsvm.io.manifest import write_json_atomic
 
-__all__ = ["Codebook", "codebook_from_centers", "fit_pca", "learn_codebook"]
+__all__ = ["Codebook", "codebook_from_centers", "fit_pca", "learn_codebook",
+           "learn_gmm_codebook"]
 
 CODEBOOK_NPZ = "codebook.npz"
 CODEBOOK_JSON = "codebook.json"
@@ -33,12 +34,12 @@ def _array_hash(arrays: dict) -> str:
 
 
 class Codebook:
-    """A set of bases with an optional PCA projection applied before coding.
+    """A set of bases (or a diagonal GMM) with an optional PCA projection applied before coding.
 
     Parameters
     ----------
     bases : (p, d) array_like
-        Stored as float32.
+        Stored as float32. For a GMM codebook: the K Gaussians' means.
     pca_mean : (D,) array_like, optional
     pca_components : (d, D) array_like, optional
         If given, descriptors x (D-dim) are projected to
@@ -46,18 +47,37 @@ class Codebook:
         neither.
     meta : dict, optional
         JSON-able extra information (how it was learned); saved alongside.
+        For a GMM codebook, ``n_iter``, ``log_likelihood`` and ``converged``
+        of EM are read from it into :attr:`gmm`.
+    gmm_weights : (p,) array_like, optional
+    gmm_variances : (p, d) array_like, optional
+        Mixing weights and diagonal variances: with them the codebook is the
+        Gaussian mixture of Fisher vector coding (means = ``bases``), checked
+        by :class:`bowsvm.coding.GMM`. Both or neither.
 
     Attributes
     ----------
     bases : (p, d) float32
     pca_mean, pca_components : float32 arrays or None
+    gmm_weights, gmm_variances : float32 arrays or None
+    gmm : bowsvm.coding.GMM or None
+        The mixture (float32, read-only), None for a K-means codebook.
+    kind : str
+        ``"gmm"`` or ``"kmeans"``.
     n_bases, dim, input_dim : int
         p, d, and D (= d without PCA).
     hash : str
         Content hash of the arrays (bit-exact: any changed bit changes it).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, NaN/Inf, only one of a pair given, or a GMM that
+        :class:`bowsvm.coding.GMM` refuses.
     """
 
-    def __init__(self, bases, pca_mean=None, pca_components=None, meta=None):
+    def __init__(self, bases, pca_mean=None, pca_components=None, meta=None, *,
+                 gmm_weights=None, gmm_variances=None):
         bases = check_array("bases", bases, ndim=2, min_rows=1)
         if bases.shape[1] < 1:
             raise ValueError(f"bases must have at least one column, got {bases.shape}.")
@@ -80,6 +100,24 @@ class Codebook:
         self.pca_mean = pca_mean
         self.pca_components = pca_components
         self.meta = dict(meta or {})
+        if (gmm_weights is None) != (gmm_variances is None):
+            raise ValueError(
+                "pass both gmm_weights and gmm_variances (a GMM codebook), or neither "
+                "(K-means bases)."
+            )
+        self.gmm = None
+        self.gmm_weights = self.gmm_variances = None
+        if gmm_weights is not None:
+            from bowsvm.coding.gmm import GMM
+
+            self.gmm = GMM(
+                gmm_weights, self.bases, gmm_variances,
+                n_iter=self.meta.get("n_iter", 0),
+                log_likelihood=self.meta.get("log_likelihood", float("nan")),
+                converged=self.meta.get("converged", False),
+            )
+            self.gmm_weights = self.gmm.weights
+            self.gmm_variances = self.gmm.variances
         self.hash = _array_hash(self._arrays())
 
     # ------------------------------------------------------------------ info
@@ -95,16 +133,31 @@ class Codebook:
     def input_dim(self) -> int:
         return self.dim if self.pca_mean is None else int(self.pca_mean.shape[0])
 
+    @property
+    def kind(self) -> str:
+        return "kmeans" if self.gmm is None else "gmm"
+
     def __repr__(self):
         pca = "" if self.pca_mean is None else f", pca {self.input_dim}->{self.dim}"
-        return f"Codebook(p={self.n_bases}, d={self.dim}{pca}, hash={self.hash})"
+        gmm = "" if self.gmm is None else ", gmm"
+        return f"Codebook(p={self.n_bases}, d={self.dim}{pca}{gmm}, hash={self.hash})"
 
     def _arrays(self) -> dict:
         a = {"bases": self.bases}
         if self.pca_mean is not None:
             a["pca_mean"] = self.pca_mean
             a["pca_components"] = self.pca_components
+        if self.gmm is not None:
+            a["gmm_weights"] = self.gmm_weights
+            a["gmm_variances"] = self.gmm_variances
         return a
+
+    def arrays(self) -> dict:
+        """The arrays saved in ``codebook.npz`` (by name); ``Codebook(**arrays)`` rebuilds it.
+
+        What the extract stage broadcasts to its executors (with :attr:`meta`).
+        """
+        return dict(self._arrays())
 
     # ------------------------------------------------------------ projection
     def project(self, X):
@@ -137,6 +190,7 @@ class Codebook:
             "dim": self.dim,
             "input_dim": self.input_dim,
             "pca": self.pca_mean is not None,
+            "kind": self.kind,
             "meta": self.meta,
         }
 
@@ -194,7 +248,8 @@ class Codebook:
             raise ValueError(f"{str(npz)!r} holds no 'bases' array; not a codebook file.")
         cb = cls(
             arrays["bases"], arrays.get("pca_mean"), arrays.get("pca_components"),
-            meta=md.get("meta"),
+            meta=md.get("meta"), gmm_weights=arrays.get("gmm_weights"),
+            gmm_variances=arrays.get("gmm_variances"),
         )
         if md.get("codebook_hash") != cb.hash:
             raise ValueError(
@@ -332,3 +387,74 @@ def learn_codebook(
         km.fit(X)
     meta.update(batch_size=batch_size, n_init=n_init, inertia=float(km.inertia_))
     return Codebook(km.cluster_centers_.astype(np.float32), mean, comps, meta=meta)
+
+
+def learn_gmm_codebook(
+    descriptors,
+    n_components,
+    pca_dim=None,
+    random_state=0,
+    *,
+    max_iter=100,
+    tol=1e-4,
+    var_floor=1e-4,
+    verbose=False,
+):
+    """Learn a GMM codebook (Fisher vector coding) from a sample of descriptors by EM.
+
+    The same sample and PCA as :func:`learn_codebook` (PCA fitted on the
+    sample by :func:`fit_pca`, the sample projected in float32), then
+    :func:`bowsvm.coding.fit_gmm` on the projected sample.
+
+    Parameters
+    ----------
+    descriptors : (m, D) array_like
+        Descriptor sample (m >= n_components).
+    n_components : int
+        K, the number of Gaussians (the preset's ``codebook.n_bases``).
+    pca_dim : int, optional
+        Project to this many PCA dimensions first; None keeps D.
+    random_state : int
+        Seed of the GMM's initialisation (``fit_gmm``'s K-means init).
+    max_iter, tol, var_floor
+        Passed to :func:`bowsvm.coding.fit_gmm` (the preset's
+        ``codebook.em_max_iter``, ``em_tol``, ``var_floor``).
+    verbose : bool
+        One progress line per EM iteration on stderr (``[gmm] iteration``).
+
+    Returns
+    -------
+    Codebook
+        With ``gmm`` set (``bases`` = the means); ``meta`` records the method
+        ``"gmm"``, the EM settings, ``n_iter``, ``log_likelihood`` and
+        ``converged``.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer descriptors than Gaussians, pca_dim is out of
+        range, or the sample holds NaN/Inf (or has no spread).
+    """
+    from bowsvm.coding.gmm import fit_gmm
+
+    X = check_array("descriptors", descriptors, ndim=2, min_rows=1)
+    n_components = check_int("n_components", n_components, low=1)
+    if X.shape[0] < n_components:
+        raise ValueError(
+            f"n_components={n_components} exceeds the {X.shape[0]} sampled descriptors; "
+            f"sample more descriptors or use fewer Gaussians."
+        )
+    random_state = check_int("random_state", random_state, low=0)
+    mean = comps = None
+    if pca_dim is not None:
+        mean, comps = fit_pca(X, pca_dim)
+        X = (X.astype(np.float32) - mean) @ comps.T
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    gmm = fit_gmm(X, n_components, random_state=random_state, max_iter=max_iter, tol=tol,
+                  var_floor=var_floor, verbose=verbose)
+    meta = {"method": "gmm", "init": "kmeans", "n_samples": int(X.shape[0]),
+            "random_state": random_state, "max_iter": max_iter, "tol": tol,
+            "var_floor": var_floor, "pca_dim": pca_dim, "n_iter": gmm.n_iter,
+            "log_likelihood": gmm.log_likelihood, "converged": gmm.converged}
+    return Codebook(gmm.means, mean, comps, meta=meta, gmm_weights=gmm.weights,
+                    gmm_variances=gmm.variances)

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from bowsvm._validation import check_int
-from bowsvm.coding._codebook import Codebook, learn_codebook
+from bowsvm.coding._codebook import Codebook, learn_codebook, learn_gmm_codebook
 from bowsvm.coding.pipeline import (
     check_codebook,
     feature_vectors,
@@ -20,7 +20,7 @@ __all__ = ["FeatureSetExtractor"]
 
 
 class FeatureSetExtractor(TransformerMixin, BaseEstimator):
-    """Scikit-learn transformer: images -> pooled LCC/SV features of a preset.
+    """Scikit-learn transformer: images -> pooled LCC/SV features or Fisher vectors of a preset.
 
     Parameters
     ----------
@@ -30,10 +30,10 @@ class FeatureSetExtractor(TransformerMixin, BaseEstimator):
         A fitted codebook (or a folder/.npz to load one from). If None,
         :meth:`fit` learns one from descriptors sampled from the images.
     n_samples : int, optional
-        Size of the K-means sample; default: the preset's
+        Size of the K-means (or EM) sample; default: the preset's
         ``codebook.n_samples``.
     random_state : int, default 0
-        Seeds the descriptor sampling and K-means.
+        Seeds the descriptor sampling and K-means (or the GMM's initialisation).
     batch_descriptors : int, default 20000
         Descriptors per coding batch in :meth:`transform`.
 
@@ -99,9 +99,17 @@ class FeatureSetExtractor(TransformerMixin, BaseEstimator):
                 if total >= n_samples:
                     break
             sample = np.concatenate(sample, axis=0)[:n_samples]
-            self.codebook_ = learn_codebook(
-                sample, cbp["n_bases"], pca_dim=cbp["pca_dim"] or None, random_state=seed,
-            )
+            if self.preset_["coding"]["method"] == "fisher":
+                self.codebook_ = learn_gmm_codebook(
+                    sample, cbp["n_bases"], pca_dim=cbp["pca_dim"] or None,
+                    random_state=seed, max_iter=cbp["em_max_iter"], tol=cbp["em_tol"],
+                    var_floor=cbp["var_floor"],
+                )
+            else:
+                self.codebook_ = learn_codebook(
+                    sample, cbp["n_bases"], pca_dim=cbp["pca_dim"] or None,
+                    random_state=seed,
+                )
         self.n_features_out_ = self.preset_["output"]["dim"]
         return self
 

@@ -8,12 +8,14 @@ the M step's sufficient statistics another, ``resp^T @ [x^2, x, 1]``.
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from bowsvm._validation import check_array, check_choice, check_int, check_real
+from bowsvm._validation import check_array, check_bool, check_choice, check_int, check_real
 
 __all__ = ["GMM", "fit_gmm"]
 
@@ -226,6 +228,7 @@ def fit_gmm(
     var_floor=1e-4,
     init="kmeans",
     means_init=None,
+    verbose=False,
 ):
     """Fit a diagonal-covariance Gaussian mixture by EM.
 
@@ -256,6 +259,11 @@ def fit_gmm(
         variances are those of the hard clusters.
     means_init : (K, D) array_like, optional
         Initial means given directly (``init`` is then ignored).
+    verbose : bool, default False
+        One progress line per EM iteration on stderr (``[gmm] iteration i``:
+        the mean log-likelihood per sample before that iteration's M step,
+        its change, the time), as :func:`bowsvm.coding.kmeans.kmeans` prints
+        one per pass. The result does not depend on it.
 
     Returns
     -------
@@ -299,6 +307,7 @@ def fit_gmm(
         )
     random_state = check_int("random_state", random_state, low=0)
     max_iter = check_int("max_iter", max_iter, low=1)
+    verbose = check_bool("verbose", verbose)
     tol = check_real("tol", tol, low=0.0)
     var_floor = check_real("var_floor", var_floor, low=0.0, low_open=True)
     init = check_choice("init", init, _INITS)
@@ -334,8 +343,14 @@ def fit_gmm(
     prev = -np.inf
     converged = False
     it = 0
+    t0 = time.perf_counter()
     for it in range(1, max_iter + 1):
         ll, S = _e_step(Xc, w, mu, var)
+        if verbose:
+            change = "" if not np.isfinite(prev) else f" ({ll - prev:+.3g})"
+            print(f"[gmm] iteration {it} on {n} x {D} ({K} components): mean log-likelihood "
+                  f"{ll:.6g}{change}, {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr, flush=True)
         S2, S1, S0 = S[:, :D], S[:, D:2 * D], S[:, 2 * D]
         nk = S0 + _NK_EPS
         w = nk / nk.sum()

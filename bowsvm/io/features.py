@@ -376,11 +376,12 @@ def verified_shard_files(folder, manifest: dict, split: str, *, check_hash: bool
 def value_bound(manifest: dict) -> float | None:
     """Largest |feature value| the feature set's preset allows, or None for no bound.
 
-    With per-block L2 normalisation (``preset_config.pooling.normalize == "l2"``)
+    With per-block L2 normalisation (``preset_config.pooling.normalize`` is
+    ``"l2"``, or ``"improved"``: a Fisher vector's signed square root, then L2)
     every value lies in [-1, 1]; :data:`L2_BOUND` allows for float32 rounding.
     """
     pooling = (manifest.get("preset_config") or {}).get("pooling") or {}
-    return L2_BOUND if pooling.get("normalize") == "l2" else None
+    return L2_BOUND if pooling.get("normalize") in ("l2", "improved") else None
 
 
 def check_feature_values(path, row0: int, X, bound: float | None) -> None:

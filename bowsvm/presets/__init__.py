@@ -1,8 +1,9 @@
 """Feature-set presets: TOML files that fully determine a feature set.
 
 A preset fixes the descriptors (kind and parameters), the image size limit,
-the codebook (size, PCA, sampling), the coding (LCC k and beta, or SV s), the
-spatial pyramid and its pooling and normalisation, and the output layout.
+the codebook (size, PCA, sampling; for Fisher vectors the GMM's EM settings),
+the coding (LCC k and beta, SV s, or the Fisher vector's options), the spatial
+pyramid and its pooling and normalisation, and the output layout.
 Its content hash (:func:`preset_hash`) goes into every output manifest.
 
 Schema (every key optional unless marked; defaults in ``_DEFAULTS``)::
@@ -21,30 +22,40 @@ Schema (every key optional unless marked; defaults in ``_DEFAULTS``)::
     method = "nri_uniform"  # lbp only
 
     [codebook]
-    n_bases = 1024          # required
+    n_bases = 1024          # required: K-means bases, or Gaussians of the GMM (fisher)
     pca_dim = 0             # 0: no PCA
-    samples_per_image = 100 # descriptors sampled per image for K-means
-    n_samples = 200000      # target size of the K-means sample
+    samples_per_image = 100 # descriptors sampled per image for K-means / EM
+    n_samples = 200000      # target size of the K-means / EM sample
     random_state = 0
+    em_max_iter = 100       # fisher only: EM iterations at most (bowsvm.coding.fit_gmm)
+    em_tol = 1e-4           # fisher only: EM stops when the mean log-likelihood moves less
+    var_floor = 1e-4        # fisher only: variance floor, relative to the mean variance
 
     [coding]
-    method = "lcc"          # required: "lcc" | "sv"
+    method = "lcc"          # required: "lcc" | "sv" | "fisher"
     k = 20                  # lcc only
     beta = 1e-4             # lcc only
     s = 0.1                 # sv only
+    weights_gradient = false  # fisher only: append G_w (K entries) to each block
+    threshold = 1e-4        # fisher only: posteriors below it are dropped (0 keeps all)
 
     [pooling]
     grids = [[1, 1], [3, 3]]   # (rows, cols) per pyramid level
-    normalize = "l2"           # per block: "l2" | "none"
-    # method is implied: "max" for lcc, "sv" for sv
+    normalize = "l2"           # per block: "l2" | "none" (lcc, sv);
+                               # "improved" | "none" (fisher; default "improved":
+                               # signed square root, then L2)
+    # method is implied: "max" for lcc, "sv" for sv, "fisher" for fisher
+    # (the Fisher vector's own per-block statistics; any other value is refused)
 
     [output]
-    layout = "sparse"       # "dense" | "sparse"
+    layout = "sparse"       # "dense" | "sparse" (default "sparse"; fisher: "dense" only,
+                            # the default)
     dim = 81920             # optional: checked against the computed dimension
 
 The resolved dict (what :func:`load_preset` returns) has every default filled
 in, ``pooling.method``, and the derived sizes ``descriptors.dim``,
-``coding.dim`` (dimension per pyramid block: p for LCC, p (d + 1) for SV),
+``coding.dim`` (dimension per pyramid block: p for LCC, p (d + 1) for SV,
+2 K d (+ K with ``weights_gradient``) for Fisher vectors, K = ``n_bases``),
 ``pooling.n_blocks`` and ``output.dim``.
 """
 
@@ -56,7 +67,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from bowsvm._validation import check_choice, check_grids, check_int, check_real
+from bowsvm._validation import check_bool, check_choice, check_grids, check_int, check_real
 
 __all__ = ["descriptor_params", "feature_set_preset", "list_presets", "load_preset",
            "preset_hash"]
@@ -65,12 +76,19 @@ PRESET_DIR = Path(__file__).resolve().parent
 
 _KINDS = {"hog": "hog", "lbp": "lbp", "hog+lbp": "hog+lbp"}
 _LBP_BINS = {"nri_uniform": 59, "uniform": 10}
-_CODINGS = {"lcc": "max", "sv": "sv"}
-_NORMALIZE = {"l2": "l2", "none": "none"}
+_CODINGS = {"lcc": "max", "sv": "sv", "fisher": "fisher"}
+_NORMALIZE = {"l2": "l2", "none": "none", "improved": "improved"}
 _LAYOUTS = {"dense": "dense", "sparse": "sparse"}
+# per coding method: the normalisations and layouts that fit it (the first is the default)
+_METHOD_NORMALIZE = {"lcc": ("l2", "none"), "sv": ("l2", "none"), "fisher": ("improved", "none")}
+_METHOD_LAYOUTS = {"lcc": ("sparse", "dense"), "sv": ("sparse", "dense"), "fisher": ("dense",)}
 
 _HOG_KEYS = ("n_bins", "clip")
 _LBP_KEYS = ("cells", "method")
+# keys that only one coding method uses: dropped for the others so that they
+# cannot change the hash (and presets written before they existed keep theirs)
+_CODING_KEYS = {"lcc": ("k", "beta"), "sv": ("s",), "fisher": ("weights_gradient", "threshold")}
+_GMM_KEYS = ("em_max_iter", "em_tol", "var_floor")
 
 _DEFAULTS = {
     "name": None,
@@ -91,10 +109,15 @@ _DEFAULTS = {
         "samples_per_image": 100,
         "n_samples": 200000,
         "random_state": 0,
+        "em_max_iter": 100,
+        "em_tol": 1e-4,
+        "var_floor": 1e-4,
     },
-    "coding": {"method": None, "k": 20, "beta": 1e-4, "s": 0.1},
-    "pooling": {"grids": [[1, 1], [3, 3]], "normalize": "l2", "method": None},
-    "output": {"layout": "sparse", "dim": None},
+    "coding": {"method": None, "k": 20, "beta": 1e-4, "s": 0.1, "weights_gradient": False,
+               "threshold": 1e-4},
+    # normalize and layout: None is the coding method's default (_METHOD_NORMALIZE/_LAYOUTS)
+    "pooling": {"grids": [[1, 1], [3, 3]], "normalize": None, "method": None},
+    "output": {"layout": None, "dim": None},
 }
 _SECTIONS = ("descriptors", "codebook", "coding", "pooling", "output")
 # derived keys: accepted in input (e.g. a resolved dict fed back), recomputed
@@ -221,18 +244,32 @@ def _resolve(raw: dict, default_name: str) -> dict:
 
     co = p["coding"]
     if co["method"] is None:
-        raise ValueError("preset needs coding.method ('lcc' or 'sv').")
+        raise ValueError("preset needs coding.method ('lcc', 'sv' or 'fisher').")
     pool_method = check_choice("coding.method", co["method"], _CODINGS)
-    if co["method"] == "lcc":
-        co.pop("s")
+    method = co["method"]
+    for other, keys in _CODING_KEYS.items():
+        if other != method:
+            for key in keys:
+                co.pop(key)
+    if method == "fisher":
+        cb["em_max_iter"] = check_int("codebook.em_max_iter", cb["em_max_iter"], low=1)
+        cb["em_tol"] = check_real("codebook.em_tol", cb["em_tol"], low=0.0)
+        cb["var_floor"] = check_real("codebook.var_floor", cb["var_floor"], low=0.0,
+                                     low_open=True)
+    else:
+        for key in _GMM_KEYS:
+            cb.pop(key)
+    if method == "lcc":
         co["k"] = check_int("coding.k", co["k"], low=1, high=cb["n_bases"])
         co["beta"] = check_real("coding.beta", co["beta"], low=0.0)
         co["dim"] = cb["n_bases"]
-    else:
-        co.pop("k")
-        co.pop("beta")
+    elif method == "sv":
         co["s"] = check_real("coding.s", co["s"], low=0.0)
         co["dim"] = cb["n_bases"] * (d + 1)
+    else:
+        co["weights_gradient"] = check_bool("coding.weights_gradient", co["weights_gradient"])
+        co["threshold"] = check_real("coding.threshold", co["threshold"], low=0.0, high=1.0)
+        co["dim"] = 2 * cb["n_bases"] * d + (cb["n_bases"] if co["weights_gradient"] else 0)
 
     po = p["pooling"]
     po["grids"] = [list(g) for g in check_grids(po["grids"])]
@@ -242,11 +279,13 @@ def _resolve(raw: dict, default_name: str) -> dict:
             f"{co['method']!r}; it must be {pool_method!r} (or left out)."
         )
     po["method"] = pool_method
-    po["normalize"] = check_choice("pooling.normalize", po["normalize"], _NORMALIZE)
+    po["normalize"] = _method_choice("pooling.normalize", po["normalize"], _NORMALIZE,
+                                     _METHOD_NORMALIZE[method], method)
     po["n_blocks"] = sum(r * c for r, c in po["grids"])
 
     ou = p["output"]
-    ou["layout"] = check_choice("output.layout", ou["layout"], _LAYOUTS)
+    ou["layout"] = _method_choice("output.layout", ou["layout"], _LAYOUTS,
+                                  _METHOD_LAYOUTS[method], method)
     total = po["n_blocks"] * co["dim"]
     if ou["dim"] is not None and ou["dim"] != total:
         raise ValueError(
@@ -256,6 +295,19 @@ def _resolve(raw: dict, default_name: str) -> dict:
         )
     ou["dim"] = total
     return p
+
+
+def _method_choice(name, value, table, fitting, method):
+    """A string option that depends on the coding method; None gives its default."""
+    if value is None:
+        return fitting[0]
+    value = check_choice(name, value, table)
+    if value not in fitting:
+        raise ValueError(
+            f"{name}={value!r} does not fit coding.method={method!r}; it must be "
+            + " or ".join(repr(v) for v in fitting) + " (or left out)."
+        )
+    return value
 
 
 def preset_hash(preset) -> str:

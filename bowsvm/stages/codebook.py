@@ -1,4 +1,4 @@
-"""The codebook stage: a seeded descriptor sample of the train images -> K-means codebook.
+"""The codebook stage: a seeded descriptor sample of the train images -> K-means codebook or GMM.
 
     bowsvm codebook --feature-set NAME --images IMAGES --codebooks CODEBOOKS
     spark-submit jobs/learn_codebook.py --feature-set NAME --images IMAGES --codebooks CODEBOOKS
@@ -10,8 +10,11 @@ per (seed, id), so the sample does not depend on partitioning or retries), and
 the driver stacks them in id order (:func:`stack_samples`), trims the sample to
 ``--n-samples`` and learns the codebook: locally with bowsvm's K-means
 (:func:`bowsvm.coding.learn_codebook`, :func:`bowsvm.coding.kmeans.kmeans`) or, for large samples, with Spark MLlib
-(:func:`mllib_codebook`). The PCA and K-means math lives in
-:mod:`bowsvm.coding._codebook`. Output (CODEBOOKS/NAME, written atomically):
+(:func:`mllib_codebook`). A Fisher vector preset (``coding.method = "fisher"``)
+gets a diagonal GMM instead, fitted by EM on the driver on the same PCA'd sample
+(:func:`bowsvm.coding.learn_gmm_codebook`, :func:`bowsvm.coding.fit_gmm`, seeded,
+one ``[gmm] iteration`` line per EM iteration); ``--kmeans`` does not apply to it.
+The PCA, K-means and EM math lives in :mod:`bowsvm.coding._codebook`. Output (CODEBOOKS/NAME, written atomically):
 ``codebook.npz`` + ``codebook.json`` (:class:`bowsvm.coding.Codebook`) and
 ``manifest.json`` (keys: docs/FORMATS.md, "Codebooks").
 """
@@ -42,7 +45,8 @@ HELP = "sample descriptors from the train images and learn a feature set's codeb
 DESCRIPTION = (
     "Sample dense descriptors (seeded per image) from the train split of the image shards, "
     "optionally reduce them with PCA, and learn the preset's codebook with K-means "
-    "(bowsvm's Lloyd K-means locally, Spark MLlib KMeans for large samples). Writes CODEBOOKS/NAME."
+    "(bowsvm's Lloyd K-means locally, Spark MLlib KMeans for large samples), or for a Fisher "
+    "vector preset its diagonal GMM by EM. Writes CODEBOOKS/NAME."
 )
 
 #: Iterations and initialisation of the MLlib K-means (recorded in the codebook's meta).
@@ -63,7 +67,8 @@ def add_arguments(parser) -> None:
                         help="K-means engine: local (bowsvm's Lloyd passes on the nearest-basis "
                         "kernel, one progress line per pass), minibatch (scikit-learn's "
                         "MiniBatchKMeans), mllib (Spark MLlib KMeans), or auto (local, MLlib when "
-                        "the sample has more than --mllib-threshold rows)")
+                        "the sample has more than --mllib-threshold rows); a Fisher vector "
+                        "preset's GMM is always fitted locally by EM (auto or local only)")
     parser.add_argument("--mllib-threshold", type=int, default=1_000_000,
                         help="sample size above which --kmeans auto uses MLlib")
     parser.add_argument("--seed", type=int, default=None,
@@ -101,15 +106,40 @@ def check_arguments(args) -> None:
         If the preset does not exist or ``--images`` is not a complete
         `bowsvm prepare` output.
     ValueError
-        If an option is out of range, an image shard is corrupt or truncated
-        (named), or CODEBOOKS/NAME overlaps ``--images``.
+        If an option is out of range, ``--kmeans`` names a K-means engine for a
+        Fisher vector preset, an image shard is corrupt or truncated (named), or
+        CODEBOOKS/NAME overlaps ``--images``.
     FileExistsError
         If CODEBOOKS/NAME exists and may not be replaced (``--overwrite``).
     """
     preset, _ = feature_set_preset(args.preset or args.feature_set)  # unknown preset: named
     sample_options(args, preset)
+    engine_for(args, preset, 0)
     prepare_target(_output(args), args.overwrite, "codebook", [args.images], "--codebooks/NAME")
     check_image_shards(args.images)  # Spark would read a truncated shard as empty, silently
+
+
+def engine_for(args, preset: dict, n_rows: int) -> str:
+    """What learns the codebook: ``"gmm"`` (a Fisher vector preset), else the K-means engine.
+
+    ``--kmeans auto`` is ``"mllib"`` above ``--mllib-threshold`` sample rows,
+    else ``"local"``.
+
+    Raises
+    ------
+    ValueError
+        If ``--kmeans`` is ``minibatch`` or ``mllib`` for a Fisher vector preset.
+    """
+    if preset["coding"]["method"] == "fisher":
+        if args.kmeans not in ("auto", "local"):
+            raise ValueError(
+                f"--kmeans {args.kmeans} does not apply to preset {preset['name']!r}: its "
+                f"coding.method is 'fisher', whose codebook is a GMM fitted locally by EM; "
+                f"leave --kmeans out (or pass auto or local).")
+        return "gmm"
+    if args.kmeans != "auto":
+        return args.kmeans
+    return "mllib" if n_rows > args.mllib_threshold else "local"
 
 
 # --------------------------------------------------------------- partition functions
@@ -194,7 +224,7 @@ def run_spark(spark, args) -> int:
     """
     from pyspark.sql import functions as F
 
-    from bowsvm.coding import learn_codebook
+    from bowsvm.coding import learn_codebook, learn_gmm_codebook
     t0 = time.time()
     sc = spark.sparkContext
     spark_start = max(0.0, t0 - sc.startTime / 1000)  # the session, built by run_stage_job
@@ -230,18 +260,30 @@ def run_spark(spark, args) -> int:
                 f"only {len(X)} descriptors could be sampled but the preset wants {n_bases} bases; "
                 f"add images, raise --samples-per-image, or use a smaller codebook.")
         pca_dim = cb_conf["pca_dim"] or None
-        engine = args.kmeans if args.kmeans != "auto" else (
-            "mllib" if len(X) > args.mllib_threshold else "local")
-        print(f"[codebook] K-means ({engine}) of {len(X)} x {X.shape[1]} descriptors into "
-              f"{n_bases} bases" + (f" after PCA to {pca_dim}" if pca_dim else ""),
+        engine = engine_for(args, preset, len(X))
+        what = (f"GMM (EM) of {len(X)} x {X.shape[1]} descriptors with {n_bases} Gaussians"
+                if engine == "gmm" else
+                f"K-means ({engine}) of {len(X)} x {X.shape[1]} descriptors into {n_bases} bases")
+        print(f"[codebook] {what}" + (f" after PCA to {pca_dim}" if pca_dim else ""),
               file=sys.stderr, flush=True)
         t_km = time.time()
-        if engine == "mllib":
+        if engine == "gmm":
+            cb = learn_gmm_codebook(X, n_bases, pca_dim=pca_dim, random_state=seed,
+                                    max_iter=cb_conf["em_max_iter"], tol=cb_conf["em_tol"],
+                                    var_floor=cb_conf["var_floor"], verbose=True)
+        elif engine == "mllib":
             cb = mllib_codebook(spark, X, n_bases, pca_dim, seed)
         else:
             cb = learn_codebook(X, n_bases, pca_dim=pca_dim, random_state=seed,
                                 method="minibatch" if engine == "minibatch" else "lloyd",
                                 verbose=engine == "local")
+        t_fit = round(time.time() - t_km, 3)
+        if engine == "gmm":
+            learned = {"method": "gmm", "kmeans": None, "log_likelihood": cb.gmm.log_likelihood,
+                       "n_iter": cb.gmm.n_iter, "converged": cb.gmm.converged,
+                       "em_seconds": t_fit}
+        else:
+            learned = {"method": "kmeans", "kmeans": engine, "kmeans_seconds": t_fit}
         cb.save(tmp)
         write_json_atomic(tmp / "manifest.json", {
             "stage": "codebook",
@@ -251,15 +293,15 @@ def run_spark(spark, args) -> int:
             "codebook_hash": cb.hash,
             "n_bases": cb.n_bases, "dim": cb.dim, "input_dim": cb.input_dim,
             "pca_dim": pca_dim,
-            "kmeans": engine,
+            **learned,
             "n_samples": int(len(X)), "n_sample_images": len(chosen),
             "samples_per_image": per_image, "seed": seed,
             "images": str(Path(args.images).absolute()),
             "images_classes": images_manifest["classes"],
-            "kmeans_seconds": round(time.time() - t_km, 3),
             "seconds": round(time.time() - t0, 3),
             "spark_start_seconds": round(spark_start, 3),
         })
-    print(f"[codebook] wrote {out} ({cb.n_bases} bases, hash {cb.hash}) in "
+    print(f"[codebook] wrote {out} ({cb.n_bases} {'Gaussians' if cb.gmm else 'bases'}, "
+          f"hash {cb.hash}) in "
           f"{time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     return 0

@@ -47,7 +47,8 @@ ORDER = 30
 JOB = "extract_features.py"
 HELP = "extract a feature set (descriptors -> coding -> pyramid pooling) to Parquet shards (Spark)"
 DESCRIPTION = (
-    "Run the preset's dense descriptors, LCC or super-vector coding with its codebook, and "
+    "Run the preset's dense descriptors, LCC, super-vector or Fisher vector coding with its "
+    "codebook, and "
     "spatial pyramid pooling on every image of the image shards, inside Spark partitions, and "
     "write FEATURES/NAME/{train,val,test}/part-*.parquet with a manifest. Images that fail to "
     "decode are recorded in FEATURES/NAME/rejects, not fatal."
@@ -304,7 +305,8 @@ def extract_partition(batches, cb_arrays, preset: dict, attempts_dir: str, dim: 
                       rows_per_file: int, task_cpus: int):
     """The ``mapInArrow`` function of the stage (on executors): batches in, result rows out.
 
-    ``cb_arrays`` is the broadcast ``(bases, pca_mean, pca_components)``. Numba
+    ``cb_arrays`` is the broadcast :meth:`bowsvm.coding.Codebook.arrays` (bases,
+    PCA, a GMM's weights and variances: what the features depend on). Numba
     threads per task = ``spark.task.cpus`` (numba threads x concurrent tasks <=
     cores). Features are written here, by pyarrow (:func:`write_task_output`).
     """
@@ -316,7 +318,7 @@ def extract_partition(batches, cb_arrays, preset: dict, attempts_dir: str, dim: 
     numba.set_num_threads(max(1, min(task_cpus, numba.config.NUMBA_NUM_THREADS)))
     maybe_inject_failure()
     ctx = TaskContext.get()
-    cb = Codebook(*cb_arrays.value)
+    cb = Codebook(**cb_arrays.value)
     yield from write_task_output((feature_batch(rb, preset, cb) for rb in batches), attempts_dir,
                                  ctx.partitionId(), ctx.attemptNumber(), dim, rows_per_file)
 
@@ -373,7 +375,7 @@ def run_spark(spark, args) -> int:
     per_file = rows_per_file(preset, args.shard_mb)
 
     sc._jsc.hadoopConfiguration().set(*parquet.SPARK_VERIFY_CONF)  # page CRCs of image shards
-    cb_arrays = sc.broadcast((codebook.bases, codebook.pca_mean, codebook.pca_components))
+    cb_arrays = sc.broadcast(codebook.arrays())
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     with SparkProgress(spark, "extract"), atomic_output_dir(
             out, args.overwrite, "extract", inputs, "--features/NAME") as tmp:
