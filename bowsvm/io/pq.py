@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,10 +168,20 @@ def decode_codes(codes: np.ndarray, pq: PQCodebook, out: np.ndarray) -> np.ndarr
 
 
 def write_pq_codebook(path, pq: PQCodebook) -> str:
-    """Write ``pq`` to ``path`` (``.npz``, atomically); return the file's hex SHA-256."""
+    """Write ``pq`` to ``path`` (``.npz``, atomically); return the file's hex SHA-256.
+
+    The archive's bytes depend only on the codebook (members in a fixed order,
+    a fixed timestamp, no compression), so the same codebook gives the same hash.
+    """
     buf = io.BytesIO()
-    np.savez(buf, centroids=np.ascontiguousarray(pq.centroids),
-             dim=np.int64(pq.dim), dims_per_code=np.int64(pq.dims_per_code))
+    arrays = {"centroids": np.ascontiguousarray(pq.centroids),
+              "dim": np.asarray(pq.dim, dtype=np.int64),
+              "dims_per_code": np.asarray(pq.dims_per_code, dtype=np.int64)}
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, a, allow_pickle=False)
     data = buf.getvalue()
     with atomic_file(path, "wb") as f:
         f.write(data)
