@@ -479,3 +479,18 @@ def test_a_pq_manifest_without_its_entry_is_refused(pq_set):
     write_json_atomic(pq_set / "fs" / "manifest.json", m)
     with pytest.raises(ValueError, match="has layout 'pq' but no complete 'pq' entry"):
         open_feature_set(pq_set, "fs")
+
+
+def test_table_to_features_decodes_a_checked_pq_table(rng):
+    from bowsvm.io.features import table_to_features
+
+    pq = _random_codebook(rng, 16, 8, 4)
+    t = codes_to_table(["a", "b"], [1, 0], np.array([[0, 3], [2, 1]], np.uint8))
+    ids, labels, X = table_to_features(t, 16, pq)
+    assert list(ids) == ["a", "b"] and list(labels) == [1, 0] and X.dtype == np.float32
+    np.testing.assert_array_equal(X, naive_pq_decode([[0, 3], [2, 1]], pq.centroids, 16))
+    with pytest.raises(ValueError, match="needs its PQ codebook"):
+        table_to_features(t, 16)
+    bad = codes_to_table(["a"], [0], np.array([[0, 7]], np.uint8))
+    with pytest.raises(ValueError, match="row 0 holds the code 7, but the PQ codebook has 4"):
+        table_to_features(bad, 16, pq)

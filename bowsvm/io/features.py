@@ -147,8 +147,13 @@ def table_to_features(table: pa.Table, dim: int, pq: PQCodebook | None = None):
     """Inverse of :func:`features_to_table`: (ids, labels, X) with X float32.
 
     X is a C-contiguous ndarray for dense shards and a CSR matrix for sparse
-    ones. A pq table (``codes``) is decoded with ``pq`` (required then; the
-    codes are not checked here: see :func:`check_codes`).
+    ones. A pq table (``codes``) is decoded with ``pq`` (required then), its
+    codes checked first (:func:`check_codes`).
+
+    Raises
+    ------
+    ValueError
+        If a pq table comes without ``pq``, or its codes do not fit it.
     """
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     labels = table.column("label").to_numpy().astype(np.int64)
@@ -157,8 +162,9 @@ def table_to_features(table: pa.Table, dim: int, pq: PQCodebook | None = None):
         if pq is None:
             raise ValueError("a pq feature-shard table (column 'codes') needs its PQ codebook "
                              "to be decoded.")
-        return ids, labels, decode_codes(table_codes(table), pq,
-                                         np.empty((n, pq.dim), dtype=np.float32))
+        codes = table_codes(table)
+        check_codes("(table)", 0, codes, pq)
+        return ids, labels, decode_codes(codes, pq, np.empty((n, pq.dim), dtype=np.float32))
     if "x" in table.column_names:
         col = table.column("x").combine_chunks()
         flat = col.flatten().to_numpy(zero_copy_only=False)
