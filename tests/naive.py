@@ -371,3 +371,34 @@ def naive_fisher_vector(Z, centers, shape, grids, weights, means, variances, *,
         out[b] = v
     return out.ravel()
 # ---- end fisher ----
+
+
+# ---- product quantization ----------------------------------------------------
+def naive_pq_encode(X, centroids, dim):
+    """Codes (n, M) uint8: per row and sub-space, the centroid at the smallest squared
+    distance summed term by term in float64 (lower index on ties); the last sub-space
+    compares only its ``dim - (M - 1) s`` real dimensions."""
+    X = np.asarray(X)
+    C = np.asarray(centroids)
+    M, K, s = C.shape
+    codes = np.empty((X.shape[0], M), dtype=np.uint8)
+    for i in range(X.shape[0]):
+        for m in range(M):
+            w = min(s, dim - m * s)
+            best, bd = 0, np.inf
+            for k in range(K):
+                d = 0.0
+                for t in range(w):
+                    diff = float(X[i, m * s + t]) - float(C[m, k, t])
+                    d += diff * diff
+                if d < bd:
+                    best, bd = k, d
+            codes[i, m] = best
+    return codes
+
+
+def naive_pq_decode(codes, centroids, dim):
+    """(n, dim) float32: each row the concatenation of the named centroids, cut to dim."""
+    C = np.asarray(centroids)
+    rows = [np.concatenate([C[m, int(c)] for m, c in enumerate(row)])[:dim] for row in codes]
+    return np.array(rows, dtype=np.float32).reshape(len(rows), dim)

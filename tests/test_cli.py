@@ -9,7 +9,7 @@ from bowsvm.cli import build_parser
 from bowsvm.spark import stage_parser, stage_tokens
 from bowsvm.stages import codebook, extract, prepare
 
-COMMANDS = ["prepare", "codebook", "extract", "train", "score", "fuse", "report", "predict"]
+COMMANDS = ["prepare", "codebook", "extract", "compress", "train", "score", "fuse", "report", "predict"]
 
 
 def test_top_level_help_lists_every_command():

@@ -2,12 +2,16 @@
 
 Layout (see docs/FORMATS.md)::
 
-    <features>/<name>/manifest.json     stage "extract", dim, layout, classes, ...
+    <features>/<name>/manifest.json     stage "extract" (or "compress"), dim, layout, classes, ...
     <features>/<name>/<split>/part-*.parquet
+    <features>/<name>/pq.npz            layout "pq" only: the PQ codebook (bowsvm.io.pq)
 
 Columns: ``id`` (string), ``label`` (int32), and either ``x``
-(fixed_size_list<float32>[dim], layout "dense") or ``indices`` (list<int32>)
-plus ``values`` (list<float32>) (layout "sparse").
+(fixed_size_list<float32>[dim], layout "dense"), ``indices`` (list<int32>)
+plus ``values`` (list<float32>) (layout "sparse"), or ``codes``
+(fixed_size_list<uint8>[M], layout "pq", written by ``bowsvm compress``: the
+reader decodes them to dense float32 rows with the feature set's codebook, so
+training and scoring see a dense feature set).
 
 The writer (schema, tables, shard entries, verification, value checks) comes
 first; the reader that training and scoring stream from
@@ -21,7 +25,7 @@ import hashlib
 import queue
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +33,14 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from bowsvm.io import parquet
+from bowsvm.io.atomic import check_complete
 from bowsvm.io.manifest import read_manifest
+from bowsvm.io.pq import PQ_FILE, PQCodebook, decode_codes, read_pq_codebook
 
-LAYOUTS = ("dense", "sparse")
+LAYOUTS = ("dense", "sparse", "pq")
+
+#: Stages whose output is a feature set: extract, and compress (layout "pq").
+FEATURE_STAGES = ("extract", "compress")
 
 #: Largest |value| a feature may hold under per-block L2 normalisation, with
 #: room for float32 rounding of the division by the norm.
@@ -41,8 +50,8 @@ L2_BOUND = 1.0 + 1e-5
 NOT_SPLITS = ("rejects",)
 
 
-def feature_schema(dim: int, layout: str) -> pa.Schema:
-    """The Arrow schema of a feature shard."""
+def feature_schema(dim: int, layout: str, n_codes: int | None = None) -> pa.Schema:
+    """The Arrow schema of a feature shard (``n_codes``: M, for layout "pq" only)."""
     if layout == "dense":
         return pa.schema([
             ("id", pa.string()),
@@ -56,7 +65,60 @@ def feature_schema(dim: int, layout: str) -> pa.Schema:
             ("indices", pa.list_(pa.int32())),
             ("values", pa.list_(pa.float32())),
         ])
+    if layout == "pq":
+        if n_codes is None or int(n_codes) < 1:
+            raise ValueError(f"a pq feature-shard schema needs n_codes >= 1, got {n_codes!r}.")
+        return pa.schema([
+            ("id", pa.string()),
+            ("label", pa.int32()),
+            ("codes", pa.list_(pa.uint8(), int(n_codes))),
+        ])
     raise ValueError(f"layout={layout!r} is not valid; expected one of {LAYOUTS}.")
+
+
+def codes_to_table(ids, labels, codes) -> pa.Table:
+    """A pq feature-shard table from ids, labels and (n, M) uint8 codes."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n, M = codes.shape
+    c = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1), pa.uint8()), M)
+    return pa.Table.from_arrays([pa.array([str(i) for i in ids], pa.string()),
+                                 pa.array(np.asarray(labels, dtype=np.int32)), c],
+                                schema=feature_schema(0, "pq", M))
+
+
+def table_codes(table: pa.Table) -> np.ndarray:
+    """The (n, M) uint8 codes of a pq feature-shard table (or batch)."""
+    col = table.column("codes")
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_fixed_size_list(col.type) or col.type.value_type != pa.uint8():
+        raise ValueError(f"column 'codes' is {col.type}, not fixed_size_list<uint8>[M]")
+    M = col.type.list_size
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.reshape(len(table), M), dtype=np.uint8)
+
+
+def check_codes(path, row0: int, codes: np.ndarray, pq: PQCodebook) -> None:
+    """Raise if a batch of codes read from ``path`` does not fit the codebook ``pq``.
+
+    Raises
+    ------
+    ValueError
+        If there are not ``pq.n_codes`` codes per row, or a code is not below
+        ``pq.n_centroids``; names the shard (and the row).
+    """
+    if codes.shape[1] != pq.n_codes:
+        raise ValueError(
+            f"shard {str(path)!r} holds {codes.shape[1]} codes per row, but the feature set's "
+            f"PQ codebook has {pq.n_codes} sub-spaces; the folder mixes shards of different "
+            f"compressions: re-run `bowsvm compress` for it.")
+    if pq.n_centroids < 256 and codes.size:
+        bad = np.flatnonzero((codes >= pq.n_centroids).any(axis=1))
+        if bad.size:
+            r = int(bad[0])
+            raise ValueError(
+                f"shard {str(path)!r} row {row0 + r} holds the code "
+                f"{int(codes[r].max())}, but the PQ codebook has {pq.n_centroids} centroids "
+                f"per sub-space; the shard is corrupt: re-run `bowsvm compress`.")
 
 
 def features_to_table(ids, labels, X, layout: str | None = None) -> pa.Table:
@@ -81,14 +143,28 @@ def features_to_table(ids, labels, X, layout: str | None = None) -> pa.Table:
     return pa.Table.from_arrays([ids, labels, ind, val], schema=feature_schema(Xs.shape[1], "sparse"))
 
 
-def table_to_features(table: pa.Table, dim: int):
+def table_to_features(table: pa.Table, dim: int, pq: PQCodebook | None = None):
     """Inverse of :func:`features_to_table`: (ids, labels, X) with X float32.
 
-    X is a C-contiguous ndarray for dense shards and a CSR matrix for sparse ones.
+    X is a C-contiguous ndarray for dense shards and a CSR matrix for sparse
+    ones. A pq table (``codes``) is decoded with ``pq`` (required then), its
+    codes checked first (:func:`check_codes`).
+
+    Raises
+    ------
+    ValueError
+        If a pq table comes without ``pq``, or its codes do not fit it.
     """
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     labels = table.column("label").to_numpy().astype(np.int64)
     n = table.num_rows
+    if "codes" in table.column_names:
+        if pq is None:
+            raise ValueError("a pq feature-shard table (column 'codes') needs its PQ codebook "
+                             "to be decoded.")
+        codes = table_codes(table)
+        check_codes("(table)", 0, codes, pq)
+        return ids, labels, decode_codes(codes, pq, np.empty((n, pq.dim), dtype=np.float32))
     if "x" in table.column_names:
         col = table.column("x").combine_chunks()
         flat = col.flatten().to_numpy(zero_copy_only=False)
@@ -112,12 +188,12 @@ def shard_files(folder, split: str) -> list[Path]:
 
 # --------------------------------------------------------------- the writer
 
-def shard_table(table, dim: int) -> pa.Table:
+def shard_table(table, dim: int, n_codes: int | None = None) -> pa.Table:
     """The feature-shard table (:func:`feature_schema`) of rows that carry its columns.
 
     ``table`` is a pyarrow Table or RecordBatch with ``id``, ``label`` and
-    either ``x`` (list<float32> of ``dim`` values, or already fixed size) or
-    ``indices`` + ``values``; other columns (the extract stage's ``split`` and
+    either ``x`` (list<float32> of ``dim`` values, or already fixed size),
+    ``indices`` + ``values``, or ``codes`` (``n_codes`` uint8 each); other columns (the extract stage's ``split`` and
     ``error``) are dropped, and the columns are cast (safely) to the format's
     types, e.g. ``x`` from list<float32> to the fixed-size list.
 
@@ -129,8 +205,11 @@ def shard_table(table, dim: int) -> pa.Table:
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    layout = "dense" if "x" in table.column_names else "sparse"
-    schema = feature_schema(dim, layout)
+    layout = ("dense" if "x" in table.column_names else
+              "pq" if "codes" in table.column_names else "sparse")
+    if layout == "pq" and n_codes is None:
+        n_codes = getattr(table.schema.field("codes").type, "list_size", None)
+    schema = feature_schema(dim, layout, n_codes)
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise ValueError(f"a feature-shard table needs the columns {schema.names}; "
@@ -144,6 +223,7 @@ def shard_table(table, dim: int) -> pa.Table:
                              .replace("\n", ", ") + f") do not fit the {layout} feature-shard "
                              f"format of dim={dim} (ids strings, labels int32, "
                              + ("x dim float32 values" if layout == "dense" else
+                                f"codes {n_codes} uint8 values" if layout == "pq" else
                                 "indices int32, values float32") + f"): {exc}") from None
     return t
 
@@ -157,9 +237,11 @@ class ShardWriter:
         The file to write, or ``path(k)`` giving the k-th file (k = 0, 1, ...)
         of a series; a new file is started every ``rows_per_file`` rows.
     dim : int
-    layout : {"dense", "sparse"}
+    layout : {"dense", "sparse", "pq"}
     rows_per_file : int, optional
         None: one file, however many rows.
+    n_codes : int, optional
+        Codes per row (M), layout "pq" only.
 
     A series' files are created on the first row they get (no empty files);
     a single ``path`` is written even with no rows. Files are written
@@ -173,11 +255,13 @@ class ShardWriter:
         Every file closed so far and its rows, in the order written.
     """
 
-    def __init__(self, path, dim: int, layout: str, rows_per_file: int | None = None):
+    def __init__(self, path, dim: int, layout: str, rows_per_file: int | None = None,
+                 n_codes: int | None = None):
         self._single = not callable(path)
         self._path_of = (lambda k, p=Path(path): p) if self._single else path
         self.dim = int(dim)
-        self.schema = feature_schema(self.dim, layout)
+        self.n_codes = n_codes
+        self.schema = feature_schema(self.dim, layout, n_codes)
         self.layout = layout
         self.rows_per_file = rows_per_file
         self.files: list[tuple[Path, int]] = []
@@ -205,7 +289,7 @@ class ShardWriter:
         ValueError
             If the rows are not of this writer's layout and dimension.
         """
-        t = shard_table(table, self.dim)
+        t = shard_table(table, self.dim, self.n_codes)
         if t.schema != self.schema:
             raise ValueError(f"feature rows of schema {t.schema} do not fit this {self.layout} "
                              f"shard writer of dim {self.dim} ({self.schema}).")
@@ -246,17 +330,54 @@ def write_shard(path, ids, labels, X, layout: str | None = None) -> None:
         w.write(t)
 
 
-def iter_shard_batches(path, dim: int, batch_rows: int = 4096, lean: bool = False):
+def iter_shard_batches(path, dim: int, batch_rows: int = 4096, lean: bool = False,
+                       pq: PQCodebook | None = None):
     """Yield (ids, labels, X) batches of at most ``batch_rows`` rows from one shard.
 
     Page checksums are verified; a corrupt or truncated file raises a
     ValueError naming it (:mod:`bowsvm.io.parquet`). ``lean`` reads with no
     pre-buffering, a 1 MB buffer and no decode threads (less peak memory).
+    The rows of a pq shard are decoded with ``pq`` (float32, dense) after
+    their codes are checked (:func:`check_codes`).
+    """
+    for ids, labels, X in iter_shard_codes(path, dim, batch_rows, lean, pq):
+        if pq is not None:
+            X = decode_codes(X, pq, np.empty((len(ids), pq.dim), dtype=np.float32))
+        yield ids, labels, X
+
+
+def iter_shard_codes(path, dim: int, batch_rows: int = 4096, lean: bool = False,
+                     pq: PQCodebook | None = None):
+    """:func:`iter_shard_batches` without the decode: a pq shard's X is its (n, M) codes.
+
+    With ``pq`` the shard must be a pq shard whose codes fit it (checked, the
+    shard named); without, it must not be one.
     """
     fopts = {"pre_buffer": False, "buffer_size": 1 << 20} if lean else {}
+    row0 = 0
     for rb in parquet.iter_batches(path, "feature shard", file_options=fopts,
                                    batch_size=batch_rows, use_threads=not lean):
-        yield table_to_features(pa.Table.from_batches([rb]), dim)
+        t = pa.Table.from_batches([rb])
+        has_codes = "codes" in t.column_names
+        if has_codes and pq is None:
+            raise ValueError(f"shard {str(path)!r} holds PQ codes (column 'codes'); read it "
+                             f"through its feature set, whose {PQ_FILE} decodes them.")
+        if pq is not None and not has_codes:
+            raise ValueError(f"shard {str(path)!r} has no column 'codes' but the feature set "
+                             f"is product-quantized (layout 'pq'); re-run `bowsvm compress`.")
+        if not has_codes:
+            yield table_to_features(t, dim)
+            continue
+        ids = np.asarray(t.column("id").to_pylist(), dtype=object)
+        labels = t.column("label").to_numpy().astype(np.int64)
+        try:
+            codes = table_codes(t)
+        except (ValueError, AttributeError, pa.ArrowException) as exc:
+            raise ValueError(f"shard {str(path)!r} holds codes that are not a fixed number "
+                             f"of uint8 per row ({exc}); re-run `bowsvm compress`.") from None
+        check_codes(path, row0, codes, pq)
+        row0 += len(ids)
+        yield ids, labels, codes
 
 
 # --------------------------------------------------------------- shard entries
@@ -444,9 +565,9 @@ class FeatureShards:
     folder : Path
         ``<features>/<name>``.
     manifest : dict
-        The folder's manifest (stage "extract").
+        The folder's manifest (stage "extract", or "compress" for layout "pq").
     dim : int
-    layout : {"dense", "sparse"}
+    layout : {"dense", "sparse", "pq"}
     classes : list of str
         Class names in label order.
     preset_hash : str or None
@@ -459,6 +580,30 @@ class FeatureShards:
     layout: str
     classes: list
     preset_hash: str | None
+    _pq: PQCodebook | None = field(default=None, repr=False)
+
+    def pq_codebook(self) -> PQCodebook | None:
+        """The PQ codebook of a pq feature set (loaded and checked once), else None.
+
+        ``pq.npz`` must match the SHA-256 and the sizes the manifest's ``pq``
+        entry records (:func:`bowsvm.io.pq.read_pq_codebook`).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``pq.npz`` is missing.
+        ValueError
+            If it is corrupt, changed, or does not fit the manifest (names the file).
+        """
+        if self.layout != "pq":
+            return None
+        if self._pq is None:
+            e = self.manifest["pq"]
+            self._pq = read_pq_codebook(
+                self.folder / e["file"], sha256=e["sha256"],
+                expect={"dim": self.dim, "dims_per_code": e["dims_per_code"],
+                        "n_codes": e["n_codes"], "n_centroids": e["n_centroids"]})
+        return self._pq
 
 
 @dataclass
@@ -470,24 +615,50 @@ class SplitInfo:
     rows: list
     counts: np.ndarray
     bound: float | None = None  # largest |value| the preset allows (None: no bound)
+    pq: PQCodebook | None = None  # layout "pq": the codebook that decodes the shards
 
     @property
     def n(self) -> int:
         return int(sum(self.rows))
 
 
-def open_feature_set(features_root, name: str) -> FeatureShards:
-    """Read and check ``<features_root>/<name>/manifest.json`` (stage "extract").
+def read_feature_manifest(folder) -> dict:
+    """The manifest of a feature-set folder: of stage "extract" or "compress".
 
     Raises
     ------
     FileNotFoundError
         If the folder is missing or incomplete.
     ValueError
-        If the manifest is from another stage or lacks dim/layout/classes.
+        If the manifest is from another stage.
+    """
+    check_complete(folder, what="extract")  # (the message every stage gave before compress)
+    m = read_manifest(folder)
+    if m.get("stage") not in FEATURE_STAGES:
+        raise ValueError(
+            f"{str(folder)!r} holds the output of stage {m.get('stage')!r}, expected "
+            f"'extract' (or 'compress'); pass the folder written by `bowsvm extract` or "
+            f"`bowsvm compress`."
+        )
+    return m
+
+
+def open_feature_set(features_root, name: str) -> FeatureShards:
+    """Read and check ``<features_root>/<name>/manifest.json`` (stage "extract" or "compress").
+
+    Only the manifest is read; a pq feature set's codebook is loaded by
+    :meth:`FeatureShards.pq_codebook` (:func:`scan_split` calls it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder is missing or incomplete.
+    ValueError
+        If the manifest is from another stage or lacks dim/layout/classes (or,
+        for layout "pq", its ``pq`` entry).
     """
     folder = Path(features_root) / name
-    m = read_manifest(folder, stage="extract")
+    m = read_feature_manifest(folder)
     missing = [k for k in ("dim", "layout", "classes") if k not in m]
     if missing:
         raise ValueError(
@@ -495,7 +666,15 @@ def open_feature_set(features_root, name: str) -> FeatureShards:
             f"re-run `bowsvm extract` for it."
         )
     if m["layout"] not in LAYOUTS:
-        raise ValueError(f"feature set {name!r} has layout {m['layout']!r}; expected dense or sparse.")
+        raise ValueError(f"feature set {name!r} has layout {m['layout']!r}; expected one of "
+                         f"{', '.join(LAYOUTS)}.")
+    if m["layout"] == "pq":
+        e = m.get("pq")
+        keys = ("file", "sha256", "dims_per_code", "n_codes", "n_centroids")
+        if not isinstance(e, dict) or any(k not in e for k in keys) or e["file"] != PQ_FILE:
+            raise ValueError(
+                f"feature-set manifest {str(folder / 'manifest.json')!r} has layout 'pq' but "
+                f"no complete 'pq' entry ({', '.join(keys)}; file {PQ_FILE!r}); re-run `bowsvm compress` for it.")
     return FeatureShards(name, folder, m, int(m["dim"]), m["layout"], list(m["classes"]),
                          m.get("preset_hash"))
 
@@ -507,18 +686,28 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
     The shards on disk must be exactly the manifest's ``shards`` entries for
     the split, with their recorded sizes, row counts and (with ``check_hash``)
     SHA-256 (:func:`verified_shard_files`); feature data is otherwise not
-    decoded here.
+    decoded here. For a pq feature set the codebook is loaded and checked
+    (:meth:`FeatureShards.pq_codebook`; its values against the preset's bound,
+    which then holds for every decoded row) and every shard's ``codes`` column
+    must be ``fixed_size_list<uint8>[M]`` with the codebook's M.
 
     Raises
     ------
     ValueError
         If the manifest has no shard entries, a shard is missing, extra,
         changed or corrupt, the split has no rows, a shard's dimension, layout
-        or preset hash differs from the manifest, a label is outside the class
+        (codes per row for pq) or preset hash differs from the manifest, the PQ
+        codebook is missing, changed or corrupt, a label is outside the class
         list, or (with ``require_all_classes``, i.e. for training) a class has
         no example or there are fewer than 2 classes.
     """
     files = verified_shard_files(fs.folder, fs.manifest, split, check_hash=check_hash)
+    pq = fs.pq_codebook()
+    bound = value_bound(fs.manifest)
+    if pq is not None and bound is not None and np.abs(pq.centroids).max(initial=0) > bound:
+        raise ValueError(
+            f"PQ codebook {str(fs.folder / PQ_FILE)!r} holds values beyond {bound:g}, which the "
+            f"preset's per-block L2 normalisation allows; re-run `bowsvm compress`.")
     C = len(fs.classes)
     counts = np.zeros(C, dtype=np.int64)
     rows = []
@@ -537,6 +726,17 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
                     f"shard {str(f)!r} has feature dimension {size}, but the manifest says "
                     f"dim={fs.dim}; the folder mixes shards of different feature sets: re-extract it."
                 )
+        elif fs.layout == "pq":
+            t = schema.field("codes").type if "codes" in schema.names else None
+            if t is None or not pa.types.is_fixed_size_list(t) or t.value_type != pa.uint8():
+                raise ValueError(f"shard {str(f)!r} has no column 'codes' of "
+                                 f"fixed_size_list<uint8> but the feature set is pq "
+                                 f"(found {t}); re-run `bowsvm compress`.")
+            if t.list_size != pq.n_codes:
+                raise ValueError(
+                    f"shard {str(f)!r} holds {t.list_size} codes per row, but the feature "
+                    f"set's PQ codebook has {pq.n_codes} sub-spaces; the folder mixes shards "
+                    f"of different compressions: re-run `bowsvm compress` for it.")
         elif not {"indices", "values"} <= set(schema.names):
             raise ValueError(f"shard {str(f)!r} lacks 'indices'/'values' but the feature set is sparse.")
         meta = schema.metadata or {}
@@ -555,7 +755,7 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
             )
         counts += np.bincount(lab, minlength=C)
         rows.append(int(lab.shape[0]))
-    info = SplitInfo(split, files, rows, counts, value_bound(fs.manifest))
+    info = SplitInfo(split, files, rows, counts, bound, pq)
     if require_all_classes and C < 2:
         raise ValueError(
             f"feature set {fs.name!r} has {C} class ({fs.classes}); a one-vs-all classifier "
@@ -584,7 +784,10 @@ def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int
     whole Parquet row group at a time, so ``_ROW_GROUP_COPIES`` times the
     largest row group of the split is taken off the budget first (if that
     leaves less than a quarter of the budget, a quarter is used and a warning
-    says so). The weights (2 x C x dim x 4 bytes) come on top of the budget.
+    says so), and so is a pq feature set's codebook (held for the whole run).
+    A pq row counts as its decoded float32 row plus its codes: the chunks the
+    trainer holds are decoded. The weights (2 x C x dim x 4 bytes) come on top
+    of the budget.
 
     Raises
     ------
@@ -593,6 +796,8 @@ def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int
     """
     if fs.layout == "dense":
         row_bytes = fs.dim * 4 + 64
+    elif fs.layout == "pq":  # decoded chunk + the codes (Arrow and NumPy copies)
+        row_bytes = fs.dim * 4 + 2 * (info.pq.n_codes if info.pq else fs.dim) + 64
     else:  # estimate non-zeros per row from the first shard's first rows
         nnz = []
         for _, _, X in iter_shard_batches(info.files[0], fs.dim, 256):
@@ -602,11 +807,12 @@ def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int
     metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
     rg = max((md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
              default=0)
-    room = budget_bytes - _ROW_GROUP_COPIES * rg
+    room = budget_bytes - _ROW_GROUP_COPIES * rg - (info.pq.nbytes if info.pq is not None else 0)
     if room < budget_bytes // 4:
         warnings.warn(
-            f"the shards' Parquet row groups (up to {rg} bytes, decoded whole) leave little "
-            f"of the {budget_bytes}-byte memory budget for chunks; peak memory will exceed "
+            f"the shards' Parquet row groups (up to {rg} bytes, decoded whole)"
+            + (f" and the PQ codebook ({info.pq.nbytes} bytes)" if info.pq is not None else "")
+            + f" leave little of the {budget_bytes}-byte memory budget for chunks; peak memory will exceed "
             f"the budget: raise --memory-budget or write shards with smaller row groups.",
             stacklevel=2)
         room = budget_bytes // 4
@@ -620,15 +826,15 @@ def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int
     return int(rows)
 
 
-def _checked_batches(path, dim, rows):
-    """Lean :func:`iter_shard_batches` of one shard; a row of the wrong length is named.
+def _checked_batches(path, dim, rows, pq=None):
+    """Lean :func:`iter_shard_codes` of one shard; a row of the wrong length is named.
 
     Lean reading (no pre-buffering, a 1 MB read buffer, no decode threads)
     measured about 50 MB less peak RSS per 65 MB row group. Parquet row
     groups are still decoded whole, so a shard's row-group size adds to the
     memory budget (:func:`rows_per_chunk`).
     """
-    it = iter_shard_batches(path, dim, rows, lean=True)
+    it = iter_shard_codes(path, dim, rows, lean=True, pq=pq)
     while True:
         try:
             item = next(it)
@@ -651,18 +857,34 @@ def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
     With ``rng``, shard order and the rows of each chunk are shuffled from it;
     without, files and rows come in stored order.
 
+    A pq split (``info.pq``) yields dense float32 chunks decoded on the fly:
+    the codes are shuffled, then decoded (a gather, so the chunk equals the
+    decoded rows shuffled, bit for bit, with one float32 copy instead of two).
+    Its values need no check: every decoded value is a centroid value, checked
+    once by :func:`scan_split`.
+
     Raises
     ------
     ValueError
         If a chunk holds NaN/Inf or a value beyond ``info.bound`` (names the
-        shard and row), a sparse index outside ``[0, dim)``, or a shard is
+        shard and row), a sparse index outside ``[0, dim)``, a pq shard's
+        codes do not fit the codebook (names the shard), or a shard is
         corrupt (page checksum, truncation; names the shard).
     """
     order = rng.permutation(len(info.files)) if rng is not None else range(len(info.files))
     for fi in order:
         path = info.files[fi]
         row0 = 0
-        for _, labels, X in _checked_batches(path, dim, rows):
+        for _, labels, X in _checked_batches(path, dim, rows, info.pq):
+            if info.pq is not None:
+                n = labels.shape[0]
+                if rng is not None:
+                    perm = rng.permutation(n)
+                    X = X[perm]
+                    labels = labels[perm]
+                row0 += n
+                yield path, labels, decode_codes(X, info.pq, np.empty((n, dim), dtype=np.float32))
+                continue
             check_feature_values(path, row0, X, info.bound)
             if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or X.indices.max() >= dim):
                 raise ValueError(f"shard {str(path)!r} has a feature index outside [0, {dim}).")

@@ -6,6 +6,7 @@ stage      what it does                                                 runs
 prepare    image tree or Fashion-MNIST IDX -> Parquet image shards      Spark
 codebook   descriptor sample of the train images -> codebook            Spark
 extract    image shards + codebook -> feature shards                    Spark
+compress   feature shards -> product-quantized feature shards (pq)      local
 train      feature shards -> one-vs-all linear SVMs (ASGD)              local; class
                                                                         groups on Spark
 score      features + model -> decision scores of one split             local
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("prepare", "codebook", "extract", "train", "score", "fuse", "report", "predict")
+STAGES = ("prepare", "codebook", "extract", "compress", "train", "score", "fuse", "report", "predict")
 
 
 def load(name: str):

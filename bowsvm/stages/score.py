@@ -1,7 +1,8 @@
 """Stage ``score``: decision scores of a trained one-vs-all model on a split of a feature set.
 
 Reads a model folder (stage "train", :mod:`bowsvm.io.models`) and a feature-set
-folder (stage "extract", :mod:`bowsvm.io.features`), streams the split's shards
+folder (stage "extract", or "compress": a pq set's rows are decoded as they
+are read; :mod:`bowsvm.io.features`), streams the split's shards
 in row batches, computes ``scores = X @ coef.T + intercept`` (float32,
 :func:`bowsvm.asgd.core.decision_scores`), and writes ``scores/NAME/SPLIT/``
 atomically (:mod:`bowsvm.io.scores`; keys of its manifest: docs/FORMATS.md,
@@ -108,12 +109,12 @@ def _first_difference(a: list, b: list) -> str:
     return f"one list is a prefix of the other (lengths {len(a)} and {len(b)})"
 
 
-def _batches(files, dim, batch_rows, bound):
+def _batches(files, dim, batch_rows, bound, pq=None):
     from bowsvm.io.features import check_feature_values, iter_shard_batches
 
     for f in files:
         row0 = 0
-        for ids, labels, X in iter_shard_batches(f, dim, batch_rows):
+        for ids, labels, X in iter_shard_batches(f, dim, batch_rows, pq=pq):
             check_feature_values(f, row0, X, bound)
             row0 += len(ids)
             yield ids, labels, X
@@ -158,8 +159,8 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     import scipy.sparse as sp
 
     from bowsvm.asgd.core import decision_scores
-    from bowsvm.io import atomic_output_dir, content_hash, parquet, read_manifest, write_json_atomic
-    from bowsvm.io.features import read_ahead, value_bound, verified_shard_files
+    from bowsvm.io import atomic_output_dir, content_hash, parquet, write_json_atomic
+    from bowsvm.io.features import open_feature_set, read_ahead, value_bound, verified_shard_files
     from bowsvm.io.models import load_model
     from bowsvm.io.scores import PARQUET_OPTIONS, SCORES_FILE, scores_schema, scores_table
 
@@ -167,10 +168,12 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     fdir, mdir, out = _paths(features_dir, models_dir, scores_dir, feature_set, split)
     check_target(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT")  # refuse early
-    feat_m = read_manifest(fdir, stage="extract")
+    fs = open_feature_set(features_dir, feature_set)  # stage extract, or compress (pq)
+    feat_m = fs.manifest
     model = load_model(mdir)
     _check_compatible(feat_m, model, fdir, mdir)
     files = verified_shard_files(fdir, feat_m, split)
+    pq = fs.pq_codebook()  # None unless the set is product-quantized: then rows are decoded
     if not files:
         raise FileNotFoundError(
             f"feature set {str(fdir)!r} has no shards for split {split!r} "
@@ -182,8 +185,8 @@ def score_feature_set(features_dir, models_dir, scores_dir, feature_set: str, sp
     with atomic_output_dir(out, overwrite, "score", [fdir, mdir], "--scores/NAME/SPLIT") as tmp:
         writer = parquet.writer(tmp / SCORES_FILE, scores_schema(C), **PARQUET_OPTIONS)
         try:
-            for ids, labels, X in read_ahead(_batches(files, dim, batch_rows, value_bound(feat_m)),
-                                             depth=2):
+            for ids, labels, X in read_ahead(_batches(files, dim, batch_rows, value_bound(feat_m),
+                                                      pq), depth=2):
                 if len(ids) == 0:
                     continue
                 if sp.issparse(X) and coef_t is None:
