@@ -171,7 +171,10 @@ def test_option_errors(noisy, tmp_path, capsys):
         (["--early-stop", "-1"], "early-stop"),
         (["--reg", "1e-4,1e-5", "--no-validate"], "choose on the val split; drop --no-validate"),
         (["--early-stop", "2", "--no-validate"], "--early-stop choose on the val split"),
-        (["--reg", "2", "--eta0", "0.1,0.6"], "--reg 2 with --eta0 0.6: reg \\* eta0"),
+        (["--reg", "2", "--eta0", "0.1,0.6"],
+         "--reg 2 with --eta0 0.6 and --pos-weight 1: --reg * --eta0 = 1.2 must be below 1"),
+        (["--power", "-1"], "--power=-1.0 is out of range; expected --power >= 0.0"),
+        (["--block-size", "0"], "--block-size"),
     ]
     for extra, match in cases:
         assert train(noisy, m, *extra) == 2, extra

@@ -176,12 +176,15 @@ def with_eta0(hyper: Hyper, X, y, n_classes: int) -> Hyper:
     return Hyper(**{**asdict(hyper), "eta0": eta0})
 
 
-def check_divergence(epoch: int, objective: float, where: str, hyper: Hyper) -> None:
+def check_divergence(epoch: int, objective: float, where: str, hyper: Hyper,
+                     alone: bool = True) -> None:
     """Stop training whose objective is not finite or far above the zero-weight one.
 
     With w = 0 and b = 0 every hinge loss is 1, so the one-vs-all objective is
-    1.0; a run whose objective after an epoch exceeds
-    ``DIVERGENCE_FACTOR`` (100) times that, or is NaN/Inf, has diverged.
+    1.0 (about 1 + (q - 1) / C with ``pos_weight`` q); a run whose objective
+    after an epoch exceeds ``DIVERGENCE_FACTOR`` (100) or is NaN/Inf has
+    diverged. ``alone``: the run's only setting (the message then says that no
+    model was written).
 
     Raises
     ------
@@ -190,11 +193,14 @@ def check_divergence(epoch: int, objective: float, where: str, hyper: Hyper) -> 
     """
     if np.isfinite(objective) and objective <= DIVERGENCE_FACTOR:
         return
+    weighted = f", pos_weight={hyper.pos_weight:g}" if hyper.pos_weight != 1.0 else ""
     raise ValueError(
         f"training diverged: after epoch {epoch} the {where} objective is {objective:.4g} "
-        f"(the all-zero model scores 1.0; the limit is {DIVERGENCE_FACTOR:g}) with "
-        f"eta0={hyper.eta0:g}, reg={hyper.reg:g}; retry with a smaller --eta0 (e.g. "
-        f"{hyper.eta0 / 10:g}, or --eta0 auto) or a smaller --reg. No model was written."
+        f"(the all-zero model scores about 1; the limit is {DIVERGENCE_FACTOR:g}) with "
+        f"eta0={hyper.eta0:g}, reg={hyper.reg:g}{weighted}; retry with a smaller --eta0 (e.g. "
+        f"{hyper.eta0 / 10:g}, or --eta0 auto)"
+        + (", a smaller --pos-weight" if weighted else "")
+        + " or a smaller --reg." + (" No model was written." if alone else "")
     )
 
 
@@ -426,7 +432,7 @@ def train_epochs(candidates, chunks, epochs: int, *, done: int = 0, judge, progr
             if progress is not None:
                 progress(row, candidates.index(c))
             try:
-                check_divergence(epoch, obj, where, c.hyper)
+                check_divergence(epoch, obj, where, c.hyper, alone=len(candidates) == 1)
             except ValueError as exc:
                 if len(candidates) == 1:
                     raise

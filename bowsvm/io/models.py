@@ -10,7 +10,7 @@ Layout (docs/FORMATS.md, "Models")::
 :func:`write_model` writes the folder atomically; :func:`load_model` reads and
 checks it into a :class:`LinearModel`. The class-group Spark job
 (``jobs/train_groups.py``) stages each group's weights after each epoch in a
-``group-G.npz`` (:func:`write_group_weights`, :func:`read_group_weights`) that
+``setting-K-group-G.npz`` (:func:`write_group_weights`, :func:`read_group_weights`) that
 the driver gathers into the model.
 """
 

@@ -15,7 +15,7 @@ Two ways to run it, one stage:
     ALL train shards with exactly the local sample sequence (same seed, same
     memory budget -> same chunks) and writes its group's averaged weights after
     every epoch to a staging folder beside the model
-    (``<models>/.NAME.groups/epoch-E/group-G.npz``); the driver gathers them,
+    (``<models>/.NAME.groups/epoch-E/setting-K-group-G.npz``); the driver gathers them,
     evaluates every epoch's gathered model on val (so ``log.jsonl`` matches the
     local run) and writes the model. The gathered model equals the local model
     trained with the same ``--groups`` and seed. ``--n-jobs`` is per task
@@ -172,20 +172,6 @@ def parse_values(option: str, text, *, auto: bool = False) -> list:
     return out
 
 
-def parse_eta0(text):
-    """``"auto"`` -> None; otherwise a positive float (one value of ``--eta0``).
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is neither ``auto`` nor a positive number.
-    """
-    (v,) = parse_values("--eta0", text, auto=True) or [None]
-    if v is not None and not v > 0:
-        raise ValueError(f"--eta0 {text!r} must be positive, or 'auto'.")
-    return v
-
-
 def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
     """Validated hyper-parameter settings from parsed arguments: (hypers, eta0_auto).
 
@@ -223,11 +209,25 @@ def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
                                      bias_lr=args.bias_lr, block_size=args.block_size,
                                      averaged=not args.no_average, pos_weight=q)
                 try:
-                    hypers.append(est._hyper())
-                except ValueError as exc:
-                    raise ValueError(f"--reg {reg:g} with --eta0 {eta0}: {exc}") from None
-                autos.append(eta0 is None)
+                    h = est._hyper()
+                except (TypeError, ValueError) as exc:
+                    msg = str(exc)
+                    for py, opt in _OPTION_NAMES:
+                        msg = re.sub(rf"(?<![-\w]){py}\b(?=[ =*.,;)]|$)", opt, msg)
+                    where = "" if len(regs) * len(etas) * len(weights) == 1 else (
+                        f"--reg {reg:g} with --eta0 {'auto' if eta0 is None else f'{eta0:g}'} "
+                        f"and --pos-weight {q:g}: ")
+                    raise type(exc)(where + msg) from None
+                if (h, eta0 is None) not in zip(hypers, autos):
+                    hypers.append(h)
+                    autos.append(eta0 is None)
     return hypers, autos
+
+
+#: Estimator parameter names -> the options of ``bowsvm train`` (in error messages).
+_OPTION_NAMES = (("average_start", "--average-start"), ("bias_lr", "--bias-lr"),
+                 ("block_size", "--block-size"), ("pos_weight", "--pos-weight"),
+                 ("power", "--power"), ("eta0", "--eta0"), ("reg", "--reg"))
 
 
 def _model_dir(args, fs) -> Path:
@@ -319,9 +319,9 @@ def validation(groups_wb, val, dim: int, rows: int, reg: float, pos_weight: floa
     return {"top1": ev["top1"], "top5": ev["top5"], "objective": ev["objective"]}
 
 
-def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int) -> list:
-    """``hypers`` with eta0 calibrated, where ``eta0_auto`` says so, on the first 1000 rows
-    of the seed's order; settings that become equal are kept once (the first)."""
+def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int) -> tuple:
+    """``(hypers, eta0_auto)`` with eta0 calibrated, where ``eta0_auto`` says so, on the first
+    1000 rows of the seed's order; settings that become equal are kept once (the first)."""
     import numpy as np
 
     from bowsvm.asgd.trainer import with_eta0
@@ -330,12 +330,13 @@ def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int)
     if any(eta0_auto):
         _, labels, X = next(iter_chunks(train, fs.dim, min(rows, CALIBRATION_ROWS),
                                         np.random.default_rng([seed, 0])))
-    out = []
+    out, autos = [], []
     for h, auto in zip(hypers, eta0_auto):
         h = with_eta0(h, X, labels, len(fs.classes)) if auto else h
         if h not in out:
             out.append(h)
-    return out
+            autos.append(bool(auto))
+    return out, autos
 
 
 def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 0,
@@ -434,14 +435,14 @@ def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 
         )
     rows = rows_per_chunk(fs, train, budget)
     with thread_limit(n_threads):
-        hypers = auto_eta0(fs, train, hypers, autos, seed, rows)
+        hypers, autos = auto_eta0(fs, train, hypers, autos, seed, rows)
         cfg = asdict(TrainConfig(hypers=[asdict(h) for h in hypers], seed=seed, epochs=epochs,
                                  groups=len(parts), rows_per_chunk=rows, feature_set=fs.name,
                                  manifest_hash=content_hash(fs.manifest), eta0_auto=autos,
                                  only_groups=todo, early_stop=early_stop, select=select))
 
         def stopping():
-            return EarlyStopping(select, early_stop) if (choosing and val is not None) else None
+            return EarlyStopping(select, early_stop) if (early_stop and val is not None) else None
 
         cands = [Candidate(h, new_states(parts, todo, fs.dim, h), stopping()) for h in hypers]
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -624,7 +625,7 @@ def run_spark(spark, args) -> int:
     early stopping and the choice exactly as the local run does, so the model,
     its kept epoch and the log rows kept match ``bowsvm train``.
     """
-    from bowsvm.asgd.trainer import Candidate, EarlyStopping, choose
+    from bowsvm.asgd.trainer import Candidate, EarlyStopping, check_divergence, choose
     from bowsvm.io.features import (
         open_feature_set, rows_per_chunk, scan_split, shard_files,
     )
@@ -643,7 +644,7 @@ def run_spark(spark, args) -> int:
         raise ValueError("several hyper-parameter settings or --early-stop choose on the val "
                          "split; this feature set has none (or --no-validate was given).")
     rows = rows_per_chunk(fs, train, parse_bytes(args.memory_budget))
-    hypers = auto_eta0(fs, train, hypers, autos, args.seed, rows)
+    hypers, _ = auto_eta0(fs, train, hypers, autos, args.seed, rows)
 
     staging = Path(args.models).absolute() / f".{fs.name}.groups"
     shutil.rmtree(staging, ignore_errors=True)
@@ -661,7 +662,8 @@ def run_spark(spark, args) -> int:
 
     cands = []
     for k, h in enumerate(hypers):
-        c = Candidate(h, {}, EarlyStopping(args.select, args.early_stop) if choosing else None)
+        c = Candidate(h, {}, EarlyStopping(args.select, args.early_stop)
+                      if args.early_stop else None)
         errors = [res[2][k] for res in results if res[2][k] is not None]
         # epochs whose weights every group wrote (a diverged group wrote none for its last)
         usable = min(len(res[1][k]) - (res[2][k] is not None) for res in results)
@@ -672,11 +674,21 @@ def run_spark(spark, args) -> int:
                 r.update(validation([gathered(k, r["epoch"])], val, fs.dim, rows, h.reg,
                                     h.pos_weight))
             c.log_rows.append(r)
+            if val is not None:  # divergence judged on val, as the local run does
+                try:
+                    check_divergence(r["epoch"], r["objective"], "val", h,
+                                     alone=len(hypers) == 1)
+                except ValueError as exc:
+                    if len(hypers) == 1:
+                        raise
+                    c.finished, c.error = "diverged", str(exc)
+                    break
             if c.stopping is not None and c.stopping.update(r["epoch"], r)[1]:
                 c.finished = "early-stop"
                 break
-        if errors:
-            c.finished, c.error = "diverged", errors[0]
+        else:  # every usable epoch replayed: a task's divergence ended the setting
+            if errors:
+                c.finished, c.error = "diverged", errors[0]
         cands.append(c)
     chosen = choose(cands, args.select) if choosing else 0
     c = cands[chosen]
