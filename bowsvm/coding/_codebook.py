@@ -259,6 +259,15 @@ class Codebook:
         return cb
 
 
+def _pca_sample(X, pca_dim):
+    """The sample projected by the PCA fitted on it (or as is): ``(X float32, mean, comps)``."""
+    mean = comps = None
+    if pca_dim is not None:
+        mean, comps = fit_pca(X, pca_dim)
+        X = (X.astype(np.float32) - mean) @ comps.T
+    return np.ascontiguousarray(X, dtype=np.float32), mean, comps
+
+
 def fit_pca(X, n_components):
     """PCA of a descriptor sample: (mean (D,), components (n_components, D)), float32.
 
@@ -356,11 +365,7 @@ def learn_codebook(
     if max_iter is None:
         max_iter = 30 if method == "lloyd" else 100
     max_iter = check_int("max_iter", max_iter, low=1)
-    mean = comps = None
-    if pca_dim is not None:
-        mean, comps = fit_pca(X, pca_dim)
-        X = (X.astype(np.float32) - mean) @ comps.T
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X, mean, comps = _pca_sample(X, pca_dim)
     meta = {"method": "kmeans-lloyd" if method == "lloyd" else "MiniBatchKMeans",
             "n_samples": int(X.shape[0]), "random_state": random_state,
             "max_iter": max_iter, "pca_dim": pca_dim}
@@ -445,11 +450,7 @@ def learn_gmm_codebook(
             f"sample more descriptors or use fewer Gaussians."
         )
     random_state = check_int("random_state", random_state, low=0)
-    mean = comps = None
-    if pca_dim is not None:
-        mean, comps = fit_pca(X, pca_dim)
-        X = (X.astype(np.float32) - mean) @ comps.T
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X, mean, comps = _pca_sample(X, pca_dim)
     gmm = fit_gmm(X, n_components, random_state=random_state, max_iter=max_iter, tol=tol,
                   var_floor=var_floor, verbose=verbose)
     meta = {"method": "gmm", "init": "kmeans", "n_samples": int(X.shape[0]),

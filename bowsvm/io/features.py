@@ -876,24 +876,18 @@ def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
         path = info.files[fi]
         row0 = 0
         for _, labels, X in _checked_batches(path, dim, rows, info.pq):
-            if info.pq is not None:
-                n = labels.shape[0]
-                if rng is not None:
-                    perm = rng.permutation(n)
-                    X = X[perm]
-                    labels = labels[perm]
-                row0 += n
-                yield path, labels, decode_codes(X, info.pq, np.empty((n, dim), dtype=np.float32))
-                continue
-            check_feature_values(path, row0, X, info.bound)
-            if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or X.indices.max() >= dim):
-                raise ValueError(f"shard {str(path)!r} has a feature index outside [0, {dim}).")
             n = labels.shape[0]
-            if rng is not None:
+            if info.pq is None:
+                check_feature_values(path, row0, X, info.bound)
+                if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or X.indices.max() >= dim):
+                    raise ValueError(f"shard {str(path)!r} has a feature index outside [0, {dim}).")
+            if rng is not None:  # pq: codes are shuffled before decoding (one float32 copy)
                 perm = rng.permutation(n)
                 X = X[perm]
                 labels = labels[perm]
             row0 += n
+            if info.pq is not None:
+                X = decode_codes(X, info.pq, np.empty((n, dim), dtype=np.float32))
             yield path, labels, X
 
 
