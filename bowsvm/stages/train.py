@@ -633,16 +633,12 @@ def run_spark(spark, args) -> int:
 
     t0 = time.perf_counter()
     n_jobs = 1 if args.n_jobs is None else args.n_jobs  # per task: tasks x threads <= cores
-    check_int("early-stop", args.early_stop, low=0)
     fs = open_feature_set(args.features, args.feature_set)
     hypers, autos = hypers_from_args(args, len(fs.classes))
     out = _model_dir(args, fs)
     train = scan_split(fs, "train", require_all_classes=True)  # errors before any task
     val = scan_split(fs, "val") if (not args.no_validate and shard_files(fs.folder, "val")) else None
-    choosing = len(hypers) > 1 or args.early_stop > 0
-    if choosing and val is None:
-        raise ValueError("several hyper-parameter settings or --early-stop choose on the val "
-                         "split; this feature set has none (or --no-validate was given).")
+    choosing = len(hypers) > 1 or args.early_stop > 0  # check_arguments made sure of val
     rows = rows_per_chunk(fs, train, parse_bytes(args.memory_budget))
     hypers, _ = auto_eta0(fs, train, hypers, autos, args.seed, rows)
 
