@@ -14,6 +14,9 @@ and reports wall seconds and val/test top-1 of each. bowsvm's own runs come from
         --reg 1e-5 --epochs 5 --out sk.json
 
 ``--skip-linearsvc`` leaves LinearSVC out (it can take far longer than the SGD epochs).
+``--linearsvc-classes K`` times LinearSVC on the binary problems of the first K classes
+only (one-vs-rest trains each class on all rows, independently), and reports seconds
+per class and the extrapolation to all classes; no accuracy, which needs every class.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--skip-linearsvc", action="store_true")
+    p.add_argument("--linearsvc-classes", type=int, default=0,
+                   help="time LinearSVC on this many classes' binary problems only (0: all)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     from sklearn.linear_model import SGDClassifier
@@ -93,6 +98,19 @@ def main(argv=None) -> int:
     out["sgd"] = {"epochs": rows, "test_top1": top1(sgd, Xte, yte)}
     if a.skip_linearsvc:
         out["linearsvc"] = "skipped (--skip-linearsvc)"
+    elif a.linearsvc_classes:
+        secs, iters = [], []
+        for c in classes[:a.linearsvc_classes]:
+            t = time.perf_counter()
+            svc = LinearSVC(C=1.0 / (Xtr.shape[0] * a.reg), random_state=0).fit(Xtr, ytr == c)
+            secs.append(time.perf_counter() - t)
+            iters.append(int(svc.n_iter_))
+            log(json.dumps({"linearsvc_class": int(c), "seconds": round(secs[-1], 1),
+                            "n_iter": iters[-1]}))
+        out["linearsvc"] = {"classes_timed": len(secs), "seconds_per_class": round(
+            float(np.mean(secs)), 1), "n_iter": iters, "extrapolated_seconds_all_classes": round(
+            float(np.mean(secs)) * len(classes)), "accuracy": "not measured (needs every class)"}
+        log(json.dumps({"linearsvc": out["linearsvc"]}))
     else:
         t = time.perf_counter()
         svc = LinearSVC(C=1.0 / (Xtr.shape[0] * a.reg), random_state=0).fit(Xtr, ytr)

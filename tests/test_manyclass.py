@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -40,3 +41,26 @@ def test_look_alike_letters_are_merged():
     assert "A" in letters and "Б" in letters and "Ω" in letters
     assert "А" not in letters  # Cyrillic A is Latin A
     assert "Γ" in letters and "Г" not in letters  # Cyrillic Ge is Greek Gamma
+
+
+def test_drawing_options_are_recorded_and_change_the_images(tmp_path):
+    kw = dict(n_classes=2, n_train=1, n_val=0, n_test=0, size=48)
+    calm = manyclass.make_tree(tmp_path / "calm", **kw)
+    hard = manyclass.make_tree(tmp_path / "hard", **kw, **manyclass.RENDER_HARD)
+    assert calm["options"]["render"] == manyclass.RENDER_DEFAULTS
+    assert hard["options"]["render"] == manyclass.RENDER_HARD
+    a = np.asarray(Image.open(next((tmp_path / "calm").rglob("*.jpg"))), np.float32)
+    b = np.asarray(Image.open(next((tmp_path / "hard").rglob("*.jpg"))), np.float32)
+    assert np.abs(a - b).mean() > 5
+    with pytest.raises(ValueError, match=r"unknown render option\(s\) \['tilt'\]"):
+        manyclass.make_tree(tmp_path / "bad", **kw, tilt=3)
+
+
+def test_cli_refuses_bad_drawing_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        manyclass.main(["--out", str(tmp_path / "x"), "--text-size", "0.5"])
+    assert "--text-size '0.5': give LOW,HIGH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        manyclass.main(["--out", str(tmp_path / "x"), "--calm", "2"])
+    assert "--jitter and --calm in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
