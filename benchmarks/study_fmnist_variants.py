@@ -43,7 +43,9 @@ def variant(base: dict, changes: dict) -> dict:
         p[section][name] = value
     nb = sum(r * c for r, c in p["pooling"]["grids"])
     cb = p["codebook"]
-    coding = cb["n_bases"] * (cb["pca_dim"] + 1) if p["coding"]["method"] == "sv" else cb["n_bases"]
+    coding = {"sv": cb["n_bases"] * (cb["pca_dim"] + 1),
+              "fisher": 2 * cb["n_bases"] * cb["pca_dim"]}.get(p["coding"]["method"],
+                                                             cb["n_bases"])
     p["output"]["dim"] = coding * nb
     return p
 
