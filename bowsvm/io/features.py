@@ -318,6 +318,22 @@ class ShardWriter:
         return self.files
 
 
+def attempt_file(folder, partition: int, attempt: int, k: int) -> Path:
+    """File ``k`` of a Spark task attempt's shard series: ``folder/part-PPPPP-KKK.aA.parquet``.
+
+    Each attempt writes its own files (a :class:`ShardWriter` series), so a
+    failed attempt can never clobber a good one; the driver keeps only the
+    files named by the successful attempts (the extract stage's feature shards,
+    the codebook stage's descriptor sample).
+    """
+    return Path(folder) / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
+
+
+def committed_name(path) -> str:
+    """The name an :func:`attempt_file` keeps once committed: ``part-PPPPP-KKK.parquet``."""
+    return Path(path).name.split(".a")[0] + ".parquet"
+
+
 def write_shard(path, ids, labels, X, layout: str | None = None) -> None:
     """Write one feature shard from ids, labels and a dense or CSR matrix.
 
