@@ -561,10 +561,15 @@ def mllib_codebook(spark, sample: StagedSample, n_bases: int, pca_mean, pca_comp
           .select(array_to_vector("features").alias("features")).repartition(n_part))
     km = KMeans(k=n_bases, seed=seed, maxIter=MLLIB_MAX_ITER, initMode=MLLIB_INIT, tol=1e-4)
     model = km.fit(df)
+    seen = int(sum(model.summary.clusterSizes))
+    if seen != sample.n:
+        raise RuntimeError(f"internal error: MLlib K-means saw {seen} rows of the staged sample, "
+                           f"not its {sample.n}")
     centers = np.stack([np.asarray(c, np.float32) for c in model.clusterCenters()])
     return codebook_from_centers(centers, pca_mean, pca_components, meta={
         "method": "spark.ml.KMeans", "n_samples": int(sample.n), "random_state": seed,
-        "max_iter": MLLIB_MAX_ITER, "init": MLLIB_INIT})
+        "max_iter": MLLIB_MAX_ITER, "init": MLLIB_INIT,
+        "inertia": float(model.summary.trainingCost)})
 
 
 # --------------------------------------------------------------- the stage
