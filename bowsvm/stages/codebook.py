@@ -400,14 +400,16 @@ def iter_sample(sample: StagedSample, transform=None, rows: int = STREAM_ROWS, k
     maps each batch; ``keep`` replaces the sample's trim mask (a bool mask over
     the drawn rows).
     """
-    from bowsvm.io.features import iter_shard_batches
+    from bowsvm.io.features import dense_rows
 
     keep = sample.keep if keep is None else keep
 
     def kept():
         r0 = 0
         for path in sample.files:
-            for _, _, X in iter_shard_batches(path, sample.dim, batch_rows=rows, lean=True):
+            for rb in parquet.iter_batches(path, "descriptor sample", columns=["x"],
+                                           batch_size=rows):
+                X = dense_rows(rb, sample.dim)
                 m = X.shape[0]
                 yield X if keep is None else X[keep[r0:r0 + m]]
                 r0 += m
