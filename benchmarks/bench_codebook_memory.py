@@ -19,6 +19,8 @@ a copy of the preset with another codebook size into OUT (the sample, its PCA
 and the memory path do not depend on it; only K-means' time does).
 ``--repo`` runs another checkout's code (PYTHONPATH), e.g. main's, to measure
 the code before this change (it has no --memory-budget: leave the budget empty).
+``--stop-after-passes N`` ends each case once K-means has made N passes over all
+rows (the peak is reached by then: every pass holds the same arrays).
 Results: OUT/results.jsonl (one JSON object per case) and a Markdown table.
 """
 
@@ -28,6 +30,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,15 +56,26 @@ def _group(p: psutil.Process) -> str | None:
     return "other"
 
 
-def run_case(cmd: list[str], env: dict, log: Path, interval: float) -> dict:
-    """Run ``cmd``, polling its process tree; return exit code, seconds and peak RSS per group."""
+def run_case(cmd: list[str], env: dict, log: Path, interval: float,
+             stop_after: int | None = None) -> dict:
+    """Run ``cmd``, polling its process tree; return exit code, seconds and peak RSS per group.
+
+    ``stop_after``: end the run (SIGTERM to its process group) once K-means has
+    logged that many passes over all rows (``stopped`` is then True).
+    """
     peaks = {"jvm": 0, "python_driver": 0, "python_workers": 0, "other": 0, "total": 0}
     t0 = time.time()
+    stopped = False
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         top = psutil.Process(proc.pid)
         while proc.poll() is None:
+            if stop_after and f"[kmeans] pass {stop_after} on all rows" in log.read_text():
+                os.killpg(proc.pid, signal.SIGTERM)
+                stopped = True
+                proc.wait()
+                break
             now = {k: 0 for k in peaks}
             try:
                 procs = [top] + top.children(recursive=True)
@@ -79,7 +94,7 @@ def run_case(cmd: list[str], env: dict, log: Path, interval: float) -> dict:
             for k in peaks:
                 peaks[k] = max(peaks[k], now[k])
             time.sleep(interval)
-    return {"exit": proc.returncode, "seconds": round(time.time() - t0, 1),
+    return {"exit": proc.returncode, "seconds": round(time.time() - t0, 1), "stopped": stopped,
             **{f"peak_rss_{k}": v for k, v in peaks.items()}}
 
 
@@ -113,6 +128,10 @@ def main(argv=None) -> int:
     ap.add_argument("--driver-memory", default="2g")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose bowsvm runs (PYTHONPATH)")
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between polls")
+    ap.add_argument("--stop-after-passes", type=int, default=None, metavar="N",
+                    help="end a case once K-means has made N passes over all rows (every "
+                    "pass holds the same memory; the case then writes no codebook, and its "
+                    "temporary folder is removed here)")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -134,7 +153,10 @@ def main(argv=None) -> int:
             cmd += ["--memory-budget", budget]
         log = out / f"{name}.log"
         print(f"[bench] {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-        res = run_case(cmd, env, log, args.interval)
+        res = run_case(cmd, env, log, args.interval, args.stop_after_passes)
+        if res["stopped"]:  # the killed run's temporary folder (its staged sample)
+            for tmp in (out / "codebooks").glob(f".{name}.tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
         m = {}
         mpath = out / "codebooks" / name / "manifest.json"
         if res["exit"] == 0 and mpath.is_file():
