@@ -270,14 +270,12 @@ def sample_partition(rows, preset: dict, samples_per_image: int, seed: int, stag
     ``id`` = the image's id, ``label`` = the descriptor's index in the image's
     draw, ``x`` = the D floats) to ``staging/part-PPPPP-KKK.aA.parquet``, one
     file series per task attempt (:func:`bowsvm.io.features.attempt_file`), so
-    a failed attempt never clobbers a good one. The one result (a dict, pickled
-    to the driver: nothing of the sample goes through the JVM) holds the
-    partition, the files and their rows, the first and last id, the dimension
+    a failed attempt never clobbers a good one. The one result (a small dict,
+    all of the task that passes through the JVM) holds the partition, the files and their rows, the first and last id, the dimension
     and, per moment block (:func:`sample_plan`), the count, the float64 sum of
     the rows and the float64 sum of their outer products, added image by image
     in id order.
     """
-    import bisect
     import functools
 
     from pyspark import TaskContext
