@@ -290,3 +290,24 @@ def test_spark_submit_explains_exit_52(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "exited with code 52" in err and "raise --driver-memory" in err
     assert "--driver-memory 2g" in err
+
+
+def test_iter_sample_refuses_a_changed_staging_file(tmp_path):
+    from bowsvm.io.features import write_shard
+    from bowsvm.stages.codebook import StagedSample, iter_sample, load_sample
+
+    X = np.arange(30 * 4, dtype=np.float32).reshape(30, 4)
+    write_shard(tmp_path / "part-00000-000.a0.parquet", ["a"] * 30, np.arange(30), X)
+    files = [str(tmp_path / "part-00000-000.a0.parquet")]
+    s = StagedSample(files, 30, 4, None, 30, (0, None, None))
+    got = list(iter_sample(s, rows=8))
+    assert [len(b) for b in got] == [8, 8, 8, 6] and all(b.dtype == np.float32 for b in got)
+    np.testing.assert_array_equal(np.concatenate(got), X)
+    keep = np.zeros(30, bool)
+    keep[[0, 5, 29]] = True
+    trimmed = StagedSample(files, 30, 4, keep, 3, (0, None, None))
+    np.testing.assert_array_equal(load_sample(trimmed), X[[0, 5, 29]])
+    for n in (29, 31):  # the tasks reported another number of rows
+        with pytest.raises(ValueError, match="holds a different number of rows than its "
+                                             f"tasks wrote \\({n}\\)"):
+            load_sample(StagedSample(files, n, 4, None, n, (0, None, None)))

@@ -403,6 +403,12 @@ def iter_sample(sample: StagedSample, transform=None, rows: int = STREAM_ROWS, k
     so they do not depend on the partitioning. ``transform`` (e.g. the PCA)
     maps each batch; ``keep`` replaces the sample's trim mask (a bool mask over
     the drawn rows).
+
+    Raises
+    ------
+    ValueError
+        If a staging file is corrupt (named), or the files hold another number
+        of rows than the tasks reported.
     """
     from bowsvm.io.features import dense_rows
 
@@ -415,8 +421,16 @@ def iter_sample(sample: StagedSample, transform=None, rows: int = STREAM_ROWS, k
                                            batch_size=READ_ROWS, file_options=_LEAN_READ):
                 X = dense_rows(rb, sample.dim)
                 m = X.shape[0]
+                if r0 + m > sample.n_drawn:
+                    break
                 yield X if keep is None else X[keep[r0:r0 + m]]
                 r0 += m
+        if r0 != sample.n_drawn:  # a file lost rows after its task wrote it
+            raise ValueError(
+                f"the staged descriptor sample ({len(sample.files)} files in "
+                f"{str(Path(sample.files[0]).parent) if sample.files else '?'!r}) holds a "
+                f"different number of rows than its tasks wrote ({sample.n_drawn}); its "
+                f"folder was changed while the stage ran: re-run the stage.")
 
     buf, have = [], 0
     for X in kept():
