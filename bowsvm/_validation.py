@@ -6,6 +6,7 @@ fix it. ValueError for bad values and shapes, TypeError for bad types.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from numbers import Integral, Real
 
@@ -17,6 +18,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_real",
+    "parse_bytes",
 ]
 
 
@@ -168,3 +170,26 @@ def check_grids(grids) -> list[tuple[int, int]]:
             )
         res.append((check_int("grid rows", g[0], low=1), check_int("grid cols", g[1], low=1)))
     return res
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
+          "G": 1 << 30, "GB": 1 << 30, "T": 1 << 40, "TB": 1 << 40}
+
+
+def parse_bytes(text, option: str = "--memory-budget") -> int:
+    """Parse a size such as ``"2GB"``, ``"512M"`` or ``1000000`` into bytes.
+
+    The one parser of ``--memory-budget`` (the train and codebook stages).
+
+    Raises
+    ------
+    ValueError
+        If the text is not a positive number with an optional unit (names ``option``).
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?B?)\s*", str(text).upper())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(
+            f"memory budget {text!r} is not a size ({option}); write it like 2GB, 512MB or "
+            f"1e9 bytes as 1000000000."
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2)])

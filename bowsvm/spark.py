@@ -13,10 +13,69 @@ import os
 import stat
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG4J2_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
+
+#: Test-only fault injection: when set, the first attempt of every even-numbered
+#: task raises, so tests can check that retried output is identical to a clean run's.
+FAIL_FIRST_ATTEMPT_ENV = "BOWSVM_TEST_FAIL_FIRST_ATTEMPT"
+
+#: Exit code of a Spark JVM killed by an uncaught OutOfMemoryError
+#: (SparkExitCode.OOM): spark-submit returns it when the driver's heap runs out.
+JVM_OOM_EXIT = 52
+
+
+def maybe_inject_failure() -> None:
+    """Raise on the first attempt of even-numbered tasks when the test variable is set."""
+    if os.environ.get(FAIL_FIRST_ATTEMPT_ENV):
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None and ctx.attemptNumber() == 0 and ctx.partitionId() % 2 == 0:
+            raise RuntimeError(f"injected failure ({FAIL_FIRST_ATTEMPT_ENV}) in task "
+                               f"{ctx.partitionId()} attempt 0")
+
+
+def driver_memory_bytes(spark) -> int:
+    """The driver JVM's heap setting (``spark.driver.memory``, default 1g; no unit: MiB) in bytes."""
+    text = spark.sparkContext.getConf().get("spark.driver.memory", "1g").strip().lower()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    unit = units.get(text[-1:].rstrip("b") or text[-2:-1], 1 << 20)  # no unit: MiB
+    digits = text.rstrip("bkmgt")
+    return int(float(digits) * unit) if digits else 1 << 30
+
+
+@contextmanager
+def java_heap_errors(spark, what: str, need_bytes: int | None = None):
+    """Re-raise a Java OutOfMemoryError of a Spark action as one ValueError naming --driver-memory.
+
+    ``what`` says what the action held; ``need_bytes`` (if known) is an
+    estimate of the heap it needs. The advice is the larger of twice the
+    current ``spark.driver.memory`` and that estimate. Other exceptions pass
+    through. (A JVM that dies of it instead exits with :data:`JVM_OOM_EXIT`,
+    which :func:`spark_submit` explains the same way.)
+
+    Raises
+    ------
+    ValueError
+        ``"the Spark driver's Java heap ... ran out ...: raise --driver-memory to ..."``.
+    """
+    try:
+        yield
+    except Exception as exc:  # py4j / pyspark errors: matched on their text
+        text = str(exc)
+        if "OutOfMemoryError" not in text and "Java heap space" not in text:
+            raise
+        have = driver_memory_bytes(spark)
+        want = max(2 * have, int(need_bytes or 0))
+        raise ValueError(
+            f"the Spark driver's Java heap (spark.driver.memory = {have / 2**30:.3g} GiB) ran "
+            f"out while {what}: raise --driver-memory to at least "
+            f"{-(-want // 2**30)}g (or spark.executor.memory on a cluster)."
+        ) from None
 
 
 def spark_env(extra: dict | None = None) -> dict:
@@ -107,6 +166,11 @@ def spark_submit(job: str, job_args: list[str], master: str = "local[*]",
         cmd += ["--py-files", str(_package_zip())]
     cmd += [str(script), *job_args]
     proc = subprocess.run(cmd, env=spark_env(env))
+    if proc.returncode == JVM_OOM_EXIT:
+        print(f"bowsvm: {job} exited with code {JVM_OOM_EXIT}: the Spark driver's JVM ran out "
+              f"of heap (java.lang.OutOfMemoryError) with --driver-memory {driver_memory}; "
+              f"raise --driver-memory (e.g. to twice that), or lower what the stage holds on "
+              f"the driver (its --memory-budget, where it has one).", file=sys.stderr, flush=True)
     return proc.returncode
 
 

@@ -13,8 +13,8 @@ from bowsvm.io.arrays import load_npz
 from bowsvm.io.atomic import atomic_file
 from bowsvm.io.manifest import write_json_atomic
 
-__all__ = ["Codebook", "codebook_from_centers", "fit_pca", "learn_codebook",
-           "learn_gmm_codebook"]
+__all__ = ["Codebook", "codebook_from_centers", "fit_pca", "gmm_codebook", "kmeans_codebook",
+           "learn_codebook", "learn_gmm_codebook", "pca_from_moments", "project"]
 
 CODEBOOK_NPZ = "codebook.npz"
 CODEBOOK_JSON = "codebook.json"
@@ -177,8 +177,7 @@ class Codebook:
             )
         if self.pca_mean is None:
             return np.ascontiguousarray(X, dtype=np.float32)
-        X = np.asarray(X, dtype=np.float32)
-        return np.ascontiguousarray((X - self.pca_mean) @ self.pca_components.T)
+        return project(X, self.pca_mean, self.pca_components)
 
     # ------------------------------------------------------------------- I/O
     def metadata(self) -> dict:
@@ -264,7 +263,7 @@ def _pca_sample(X, pca_dim):
     mean = comps = None
     if pca_dim is not None:
         mean, comps = fit_pca(X, pca_dim)
-        X = (X.astype(np.float32) - mean) @ comps.T
+        X = project(X, mean, comps)
     return np.ascontiguousarray(X, dtype=np.float32), mean, comps
 
 
@@ -283,12 +282,78 @@ def fit_pca(X, n_components):
     Xc = X64 - mean
     # eigenvectors of the D x D scatter matrix: one GEMM plus a small eigh,
     # much cheaper than an SVD of the (m, D) sample when m >> D
-    evals, evecs = np.linalg.eigh(Xc.T @ Xc)
+    return _pca_of_scatter(mean, Xc.T @ Xc, n_components)
+
+
+def _pca_of_scatter(mean, scatter, n_components):
+    """fit_pca's last step: the top eigenvectors of a (D, D) scatter matrix, signs fixed."""
+    evals, evecs = np.linalg.eigh(scatter)
     comps = evecs[:, ::-1][:, :n_components].T
     sign = np.sign(comps[np.arange(n_components), np.argmax(np.abs(comps), axis=1)])
     sign[sign == 0] = 1
     comps = comps * sign[:, None]
     return mean.astype(np.float32), comps.astype(np.float32)
+
+
+def pca_from_moments(n, sum_x, sum_xxt, n_components):
+    """:func:`fit_pca` of a sample known only by its moments: (mean (D,), components), float32.
+
+    The out-of-core codebook's PCA: the sample never needs to be in memory,
+    only its row count, the float64 sum of its rows and the float64 sum of
+    their outer products (each part of the sample contributes its own, added
+    up). mean = sum_x / n, scatter = sum_xxt - n mean mean^T, then the same
+    eigh and sign rule as :func:`fit_pca`.
+
+    Parameters
+    ----------
+    n : int
+        Rows of the sample (at least 2).
+    sum_x : (D,) array_like
+        Sum of the rows.
+    sum_xxt : (D, D) array_like
+        Sum of x x^T over the rows.
+    n_components : int
+        1 <= n_components <= min(D, n).
+
+    Returns
+    -------
+    mean : (D,) float32
+    components : (n_components, D) float32
+
+    Raises
+    ------
+    ValueError
+        If n < 2, the shapes do not agree, the moments hold NaN/Inf, or
+        n_components is out of range.
+
+    Notes
+    -----
+    Equal to :func:`fit_pca` on the same rows up to rounding (about 1e-6 on
+    the components for well-separated eigenvalues): the scatter matrix is
+    formed from uncentred sums, which loses ``log10(|mean|^2 / variance)``
+    digits of float64's 16; descriptors (values of order 0.1, variances of
+    order 1e-3) keep more than 10.
+    """
+    n = check_int("n", n, low=2)
+    sum_x = check_array("sum_x", sum_x, ndim=1).astype(np.float64)
+    D = sum_x.shape[0]
+    sum_xxt = check_array("sum_xxt", sum_xxt, ndim=2).astype(np.float64)
+    if sum_xxt.shape != (D, D):
+        raise ValueError(f"sum_xxt must have shape (D, D) = ({D}, {D}) to match sum_x, got "
+                         f"{sum_xxt.shape}.")
+    n_components = check_int("pca_dim", n_components, low=1, high=min(D, n))
+    mean = sum_x / n
+    scatter = sum_xxt - n * np.outer(mean, mean)
+    return _pca_of_scatter(mean, (scatter + scatter.T) / 2, n_components)
+
+
+def project(X, mean, components):
+    """Rows (m, D) -> ``(X - mean) @ components.T`` (m, d) float32: the codebook's PCA.
+
+    The one projection of a sample (:func:`learn_codebook`, the codebook
+    stage's out-of-core path) and of descriptors (:meth:`Codebook.project`).
+    """
+    return np.ascontiguousarray((np.asarray(X, dtype=np.float32) - mean) @ components.T)
 
 
 def codebook_from_centers(centers, pca_mean=None, pca_components=None, meta=None):
@@ -366,17 +431,12 @@ def learn_codebook(
         max_iter = 30 if method == "lloyd" else 100
     max_iter = check_int("max_iter", max_iter, low=1)
     X, mean, comps = _pca_sample(X, pca_dim)
-    meta = {"method": "kmeans-lloyd" if method == "lloyd" else "MiniBatchKMeans",
-            "n_samples": int(X.shape[0]), "random_state": random_state,
-            "max_iter": max_iter, "pca_dim": pca_dim}
     if method == "lloyd":
-        from bowsvm.coding.kmeans import kmeans
-
-        res = kmeans(X, n_bases, random_state=random_state, max_iter=max_iter, tol=tol,
-                     n_threads=n_threads, verbose=verbose)
-        meta.update(tol=tol, n_iter=res.n_iter, converged=res.converged,
-                    inertia=float(res.inertia))
-        return Codebook(res.centers, mean, comps, meta=meta)
+        return kmeans_codebook(X, n_bases, mean, comps, n_rows=X.shape[0],
+                               random_state=random_state, max_iter=max_iter, tol=tol,
+                               n_threads=n_threads, verbose=verbose)
+    meta = {"method": "MiniBatchKMeans", "n_samples": int(X.shape[0]),
+            "random_state": random_state, "max_iter": max_iter, "pca_dim": pca_dim}
     from sklearn.cluster import MiniBatchKMeans
     from threadpoolctl import threadpool_limits
 
@@ -440,8 +500,6 @@ def learn_gmm_codebook(
         If there are fewer descriptors than Gaussians, pca_dim is out of
         range, or the sample holds NaN/Inf (or has no spread).
     """
-    from bowsvm.coding.gmm import fit_gmm
-
     X = check_array("descriptors", descriptors, ndim=2, min_rows=1)
     n_components = check_int("n_components", n_components, low=1)
     if X.shape[0] < n_components:
@@ -451,11 +509,68 @@ def learn_gmm_codebook(
         )
     random_state = check_int("random_state", random_state, low=0)
     X, mean, comps = _pca_sample(X, pca_dim)
+    return gmm_codebook(X, n_components, mean, comps, random_state=random_state,
+                        max_iter=max_iter, tol=tol, var_floor=var_floor, verbose=verbose)
+
+
+def kmeans_codebook(X, n_bases, pca_mean, pca_components, *, n_rows, random_state=0,
+                    max_iter=30, tol=1e-4, n_threads=None, verbose=False):
+    """:func:`learn_codebook`'s Lloyd K-means on a sample already in coding space.
+
+    Parameters
+    ----------
+    X : (n, d) array, or a callable returning an iterator of (m, d) float32 batches
+        The (PCA'd) sample, in memory or streamed (:func:`bowsvm.coding.kmeans.kmeans`).
+    n_bases : int
+    pca_mean, pca_components : arrays or None
+        The PCA the rows were projected with (kept in the codebook).
+    n_rows : int
+        Rows of the sample (recorded in ``meta``).
+    random_state, max_iter, tol, n_threads, verbose
+        As for :func:`learn_codebook`.
+
+    Returns
+    -------
+    Codebook
+        ``meta`` as :func:`learn_codebook`'s for ``method="lloyd"``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`bowsvm.coding.kmeans.kmeans` (fewer rows than bases, NaN/Inf).
+    """
+    from bowsvm.coding.kmeans import kmeans
+
+    res = kmeans(X, n_bases, random_state=random_state, max_iter=max_iter, tol=tol,
+                 n_threads=n_threads, verbose=verbose)
+    pca_dim = None if pca_components is None else int(pca_components.shape[0])
+    meta = {"method": "kmeans-lloyd", "n_samples": int(n_rows), "random_state": random_state,
+            "max_iter": max_iter, "pca_dim": pca_dim, "tol": tol, "n_iter": res.n_iter,
+            "converged": res.converged, "inertia": float(res.inertia)}
+    return Codebook(res.centers, pca_mean, pca_components, meta=meta)
+
+
+def gmm_codebook(X, n_components, pca_mean, pca_components, *, random_state=0, max_iter=100,
+                 tol=1e-4, var_floor=1e-4, verbose=False):
+    """:func:`learn_gmm_codebook`'s EM on a sample already in coding space (in memory).
+
+    ``X`` (n, d) is the (PCA'd) sample, ``pca_mean`` / ``pca_components`` the
+    PCA it was projected with (or None); the other parameters and the
+    returned codebook are :func:`learn_gmm_codebook`'s.
+
+    Raises
+    ------
+    ValueError
+        As :func:`bowsvm.coding.fit_gmm`.
+    """
+    from bowsvm.coding.gmm import fit_gmm
+
     gmm = fit_gmm(X, n_components, random_state=random_state, max_iter=max_iter, tol=tol,
                   var_floor=var_floor, verbose=verbose)
+    pca_dim = None if pca_components is None else int(pca_components.shape[0])
     meta = {"method": "gmm", "init": "kmeans", "n_samples": int(X.shape[0]),
             "random_state": random_state, "max_iter": max_iter, "tol": tol,
             "var_floor": var_floor, "pca_dim": pca_dim, "n_iter": gmm.n_iter,
             "log_likelihood": gmm.log_likelihood, "converged": gmm.converged}
-    return Codebook(gmm.means, mean, comps, meta=meta, gmm_weights=gmm.weights,
+    return Codebook(gmm.means, pca_mean, pca_components, meta=meta, gmm_weights=gmm.weights,
                     gmm_variances=gmm.variances)

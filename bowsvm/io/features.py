@@ -166,10 +166,7 @@ def table_to_features(table: pa.Table, dim: int, pq: PQCodebook | None = None):
         check_codes("(table)", 0, codes, pq)
         return ids, labels, decode_codes(codes, pq, np.empty((n, pq.dim), dtype=np.float32))
     if "x" in table.column_names:
-        col = table.column("x").combine_chunks()
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        X = np.ascontiguousarray(flat.reshape(n, dim), dtype=np.float32)
-        return ids, labels, X
+        return ids, labels, dense_rows(table, dim)
     ind_col = table.column("indices").combine_chunks()
     val_col = table.column("values").combine_chunks()
     indptr = ind_col.offsets.to_numpy().astype(np.int64)
@@ -178,6 +175,14 @@ def table_to_features(table: pa.Table, dim: int, pq: PQCodebook | None = None):
     values = val_col.flatten().to_numpy().astype(np.float32)
     X = sp.csr_matrix((values, indices, indptr), shape=(n, dim))
     return ids, labels, X
+
+
+def dense_rows(table, dim: int) -> np.ndarray:
+    """The (n, dim) float32 rows of a dense table's (or batch's) ``x`` column, C-contiguous."""
+    col = table.column("x")
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.reshape(len(table), dim), dtype=np.float32)
 
 
 def shard_files(folder, split: str) -> list[Path]:
@@ -316,6 +321,22 @@ class ShardWriter:
             self.write(self.schema.empty_table())
         self._close_file()
         return self.files
+
+
+def attempt_file(folder, partition: int, attempt: int, k: int) -> Path:
+    """File ``k`` of a Spark task attempt's shard series: ``folder/part-PPPPP-KKK.aA.parquet``.
+
+    Each attempt writes its own files (a :class:`ShardWriter` series), so a
+    failed attempt can never clobber a good one; the driver keeps only the
+    files named by the successful attempts (the extract stage's feature shards,
+    the codebook stage's descriptor sample).
+    """
+    return Path(folder) / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
+
+
+def committed_name(path) -> str:
+    """The name an :func:`attempt_file` keeps once committed: ``part-PPPPP-KKK.parquet``."""
+    return Path(path).name.split(".a")[0] + ".parquet"
 
 
 def write_shard(path, ids, labels, X, layout: str | None = None) -> None:

@@ -37,7 +37,7 @@ from bowsvm.io import (
 )
 from bowsvm.io.atomic import prepare_target
 from bowsvm.presets import add_feature_set_arguments, feature_set_preset
-from bowsvm.spark import SparkProgress
+from bowsvm.spark import FAIL_FIRST_ATTEMPT_ENV, SparkProgress, maybe_inject_failure  # noqa: F401
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
 # functions that use them: the CLI imports every stage module to build its parser.
@@ -53,10 +53,6 @@ DESCRIPTION = (
     "write FEATURES/NAME/{train,val,test}/part-*.parquet with a manifest. Images that fail to "
     "decode are recorded in FEATURES/NAME/rejects, not fatal."
 )
-
-#: Test-only fault injection: when set, the first attempt of every even-numbered
-#: task raises, so tests can check that retried output is identical to a clean run's.
-FAIL_FIRST_ATTEMPT_ENV = "BOWSVM_TEST_FAIL_FIRST_ATTEMPT"
 
 #: Upper bound of one Arrow batch of feature rows (:func:`rows_per_batch`).
 MAX_BATCH_BYTES = 64 * 2**20
@@ -221,17 +217,6 @@ def feature_batch(batch: pa.RecordBatch, preset: dict, codebook) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(cols, schema=feature_batch_schema(preset))
 
 
-def maybe_inject_failure() -> None:
-    """Raise on the first attempt of even-numbered tasks when the test variable is set."""
-    if os.environ.get(FAIL_FIRST_ATTEMPT_ENV):
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        if ctx is not None and ctx.attemptNumber() == 0 and ctx.partitionId() % 2 == 0:
-            raise RuntimeError(f"injected failure ({FAIL_FIRST_ATTEMPT_ENV}) in task "
-                               f"{ctx.partitionId()} attempt 0")
-
-
 # --------------------------------------------------------------- task output commit
 
 # What each extraction task returns to the driver: one row per file it wrote, one per
@@ -240,10 +225,6 @@ TASK_RESULT_DDL = "kind string, split string, path string, n long, id string, la
 TASK_RESULT_SCHEMA = pa.schema([("kind", pa.string()), ("split", pa.string()), ("path", pa.string()),
                                 ("n", pa.int64()), ("id", pa.string()), ("label", pa.int32()),
                                 ("error", pa.string())])
-
-
-def _attempt_file(attempts_dir, split: str, partition: int, attempt: int, k: int) -> Path:
-    return Path(attempts_dir) / split / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
 
 
 def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: int,
@@ -261,7 +242,7 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
     """
     import pyarrow.compute as pc
 
-    from bowsvm.io.features import ShardWriter
+    from bowsvm.io.features import ShardWriter, attempt_file
 
     writers: dict[str, ShardWriter] = {}
     results = []
@@ -275,7 +256,7 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
         for split in sorted(set(good.column("split").to_pylist())):
             if split not in writers:
                 writers[split] = ShardWriter(
-                    functools.partial(_attempt_file, attempts_dir, split, partition, attempt),
+                    functools.partial(attempt_file, Path(attempts_dir) / split, partition, attempt),
                     dim, layout, rows_per_file)
             writers[split].write(good.filter(pc.equal(good.column("split"), split)).combine_chunks())
     for split in sorted(writers):
@@ -291,10 +272,12 @@ def commit_task_output(results: list[dict], attempts_dir: Path, out: Path) -> li
     ``results`` are the rows the job collected (Spark returns only those of the
     successful attempt of each task). Returns the rejected rows.
     """
+    from bowsvm.io.features import committed_name
+
     for r in results:
         if r["kind"] == "file":
             src = Path(r["path"])
-            dst = out / r["split"] / (src.name.split(".a")[0] + ".parquet")
+            dst = out / r["split"] / committed_name(src)
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
     shutil.rmtree(attempts_dir, ignore_errors=True)  # failed attempts' leftovers

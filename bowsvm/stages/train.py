@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bowsvm._validation import check_int
+from bowsvm._validation import check_int, parse_bytes
 from bowsvm.io.atomic import prepare_target
 
 if TYPE_CHECKING:  # pyarrow: kept out of every CLI start-up
@@ -121,27 +121,6 @@ def add_arguments(parser) -> None:
 
 
 # -------------------------------------------------------------------- options
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
-          "G": 1 << 30, "GB": 1 << 30, "T": 1 << 40, "TB": 1 << 40}
-
-
-def parse_bytes(text) -> int:
-    """Parse a size such as ``"2GB"``, ``"512M"`` or ``1000000`` into bytes.
-
-    Raises
-    ------
-    ValueError
-        If the text is not a positive number with an optional unit.
-    """
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?B?)\s*", str(text).upper())
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError(
-            f"memory budget {text!r} is not a size; write it like 2GB, 512MB or 1e9 bytes "
-            f"as 1000000000."
-        )
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
-
 
 def parse_values(option: str, text, *, auto: bool = False) -> list:
     """A comma-separated list of numbers (``auto`` -> None where allowed), in order, no repeats.
