@@ -39,20 +39,27 @@ def maybe_inject_failure() -> None:
                                f"{ctx.partitionId()} attempt 0")
 
 
-def driver_memory_bytes(spark) -> int:
-    """The driver JVM's heap setting (``spark.driver.memory``, default 1g; no unit: MiB) in bytes."""
-    text = spark.sparkContext.getConf().get("spark.driver.memory", "1g").strip().lower()
+def driver_memory_bytes(text: str | None) -> int:
+    """A ``spark.driver.memory`` setting (``"2g"``, ``"512m"``; no unit: MiB; None: the
+    default 1g) in bytes."""
+    text = (text or "1g").strip().lower()
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     unit = units.get(text[-1:].rstrip("b") or text[-2:-1], 1 << 20)  # no unit: MiB
     digits = text.rstrip("bkmgt")
     return int(float(digits) * unit) if digits else 1 << 30
 
 
+def driver_memory(spark) -> str | None:
+    """The running session's ``spark.driver.memory`` setting (None if unset)."""
+    return spark.sparkContext.getConf().get("spark.driver.memory", None)
+
+
 @contextmanager
-def java_heap_errors(spark, what: str, need_bytes: int | None = None):
+def java_heap_errors(setting: str | None, what: str, need_bytes: int | None = None):
     """Re-raise a Java OutOfMemoryError of a Spark action as one ValueError naming --driver-memory.
 
-    ``what`` says what the action held; ``need_bytes`` (if known) is an
+    ``setting`` is the session's ``spark.driver.memory`` (:func:`driver_memory`); ``what``
+    says what the action held; ``need_bytes`` (if known) is an
     estimate of the heap it needs. The advice is the larger of twice the
     current ``spark.driver.memory`` and that estimate. Other exceptions pass
     through. (A JVM that dies of it instead exits with :data:`JVM_OOM_EXIT`,
@@ -69,7 +76,7 @@ def java_heap_errors(spark, what: str, need_bytes: int | None = None):
         text = str(exc)
         if "OutOfMemoryError" not in text and "Java heap space" not in text:
             raise
-        have = driver_memory_bytes(spark)
+        have = driver_memory_bytes(setting)
         want = max(2 * have, int(need_bytes or 0))
         raise ValueError(
             f"the Spark driver's Java heap (spark.driver.memory = {have / 2**30:.3g} GiB) ran "

@@ -249,19 +249,12 @@ def test_memory_path_thresholds():
 
 # --------------------------------------------------------------- Java heap exhaustion (item 2)
 
-class _FakeSpark:
-    def __init__(self, memory):
-        conf = {"spark.driver.memory": memory} if memory else {}
-        self.sparkContext = type("SC", (), {"getConf": lambda self: type(
-            "Conf", (), {"get": lambda self, k, d=None: conf.get(k, d)})()})()
-
-
 @pytest.mark.parametrize("memory,want", [("2g", 2 << 30), ("512m", 512 << 20), ("3gb", 3 << 30),
                                          ("1500", 1500 << 20), (None, 1 << 30)])
 def test_driver_memory_bytes(memory, want):
     from bowsvm.spark import driver_memory_bytes
 
-    assert driver_memory_bytes(_FakeSpark(memory)) == want
+    assert driver_memory_bytes(memory) == want
 
 
 def test_java_heap_errors_name_driver_memory():
@@ -269,24 +262,24 @@ def test_java_heap_errors_name_driver_memory():
 
     with pytest.raises(ValueError, match=r"ran out while sampling descriptors: raise "
                                          r"--driver-memory to at least 4g"):
-        with java_heap_errors(_FakeSpark("2g"), "sampling descriptors"):
+        with java_heap_errors("2g", "sampling descriptors"):
             raise RuntimeError("An error occurred while calling o42.collect.\n"
                                "java.lang.OutOfMemoryError: Java heap space")
     with pytest.raises(ValueError, match=r"--driver-memory to at least 7g"):  # the estimate wins
-        with java_heap_errors(_FakeSpark("2g"), "running MLlib", need_bytes=6.5 * 2**30):
+        with java_heap_errors("2g", "running MLlib", need_bytes=6.5 * 2**30):
             raise RuntimeError("java.lang.OutOfMemoryError: GC overhead limit exceeded")
     with pytest.raises(RuntimeError, match="something else"):  # other errors pass through
-        with java_heap_errors(_FakeSpark("2g"), "x"):
+        with java_heap_errors("2g", "x"):
             raise RuntimeError("something else")
 
 
-def test_spark_submit_explains_exit_52(monkeypatch, capsys):
-    import subprocess
-
+def test_spark_submit_explains_exit_52(tmp_path, capsys):
+    """A real spark-submit whose driver exits 52 (what a JVM out of heap returns)."""
     from bowsvm import spark
 
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 52))
-    assert spark.spark_submit("learn_codebook.py", [], driver_memory="2g") == 52
+    job = tmp_path / "exit52.py"
+    job.write_text("import sys\nsys.exit(52)\n")
+    assert spark.spark_submit(str(job), [], master="local[1]", driver_memory="2g") == 52
     err = capsys.readouterr().err
     assert "exited with code 52" in err and "raise --driver-memory" in err
     assert "--driver-memory 2g" in err

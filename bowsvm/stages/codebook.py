@@ -70,7 +70,7 @@ from bowsvm.io import atomic_output_dir, parquet, read_manifest, write_json_atom
 from bowsvm.io.atomic import prepare_target
 from bowsvm._seed import seeded_key
 from bowsvm.presets import add_feature_set_arguments, feature_set_preset
-from bowsvm.spark import SparkProgress, java_heap_errors, maybe_inject_failure
+from bowsvm.spark import SparkProgress, driver_memory, java_heap_errors, maybe_inject_failure
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
 # functions that use them: the CLI imports every stage module to build its parser.
@@ -627,7 +627,7 @@ def run_spark(spark, args) -> int:
             out, args.overwrite, "codebook", [args.images], "--codebooks/NAME") as tmp, \
             parquet.spark_read_errors("image shard"):
         df = spark.read.parquet(str(shards)).filter(F.col("split") == "train")
-        with java_heap_errors(spark, "collecting the train ids"):
+        with java_heap_errors(driver_memory(spark), "collecting the train ids"):
             ids = [r.id for r in df.select("id").collect()]
         if not ids:
             raise ValueError(f"{args.images!r} has no train images; a codebook is learned on train.")
@@ -638,7 +638,7 @@ def run_spark(spark, args) -> int:
         part_starts, block_starts = sample_plan(
             chosen, max(2 * sc.defaultParallelism, len(chosen) // 2000))
         staging = str(tmp / SAMPLE_DIR)
-        with java_heap_errors(spark, "sampling descriptors"):
+        with java_heap_errors(driver_memory(spark), "sampling descriptors"):
             results = (df.select("id", "image").rdd.filter(lambda r: r.id in bc.value)
                        .map(lambda r: (r.id, bytes(r.image)))
                        .repartitionAndSortWithinPartitions(
@@ -680,7 +680,7 @@ def run_spark(spark, args) -> int:
                 if pca_dim:
                     mean, comps = pca_from_moments(*sample_moments(sample), pca_dim)
                 if path == "mllib":
-                    with java_heap_errors(spark, "running MLlib K-means",
+                    with java_heap_errors(driver_memory(spark), "running MLlib K-means",
                                           need_bytes=3 * 8 * sample.n * (pca_dim or sample.dim)):
                         cb = mllib_codebook(spark, sample, n_bases, mean, comps, seed)
                 else:
