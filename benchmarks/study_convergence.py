@@ -107,13 +107,13 @@ def main(argv=None) -> int:
                                     a.epochs):
                 print(json.dumps(r), file=sys.stderr, flush=True)
                 runs.append(r)
-        for i, combo in enumerate(() if a.one_pass else
-                                  itertools.product(*[v.split(",") for _, v in items])):
-            opts = [x for (k, _), v in zip(items, combo) for x in (f"--{k}", v)]
-            r = train(a.features, a.feature_set, Path(tmp) / f"g{i}", opts + extra, a.epochs)
-            r["setting"] = " ".join(opts)
-            print(json.dumps(r), file=sys.stderr, flush=True)
-            runs.append(r)
+        else:
+            for i, combo in enumerate(itertools.product(*[v.split(",") for _, v in items])):
+                opts = [x for (k, _), v in zip(items, combo) for x in (f"--{k}", v)]
+                r = train(a.features, a.feature_set, Path(tmp) / f"g{i}", opts + extra, a.epochs)
+                r["setting"] = " ".join(opts)
+                print(json.dumps(r), file=sys.stderr, flush=True)
+                runs.append(r)
     ok = [r for r in runs[1:] if r.get("top1")]
     best = max(ok, key=lambda r: max(r["top1"])) if ok else None
     d = runs[0].get("top1", [None])[-1]
