@@ -564,9 +564,10 @@ def mllib_codebook(spark, sample: StagedSample, n_bases: int, pca_mean, pca_comp
                 r0 += len(ids)
 
     def features(batches):
+        from bowsvm.io.features import dense_rows
+
         for rb in batches:
-            x = rb.column("x")
-            X = x.flatten().to_numpy(zero_copy_only=False).reshape(len(rb), dim)
+            X = dense_rows(rb, dim)
             if dropped:
                 pairs = zip(rb.column("id").to_pylist(), rb.column("label").to_pylist())
                 X = X[np.array([p not in dropped for p in pairs], bool)]
