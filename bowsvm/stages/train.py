@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 from bowsvm._validation import check_int, parse_bytes
 from bowsvm.io.atomic import prepare_target
+from bowsvm.io.store import absolute
 
 if TYPE_CHECKING:  # pyarrow: kept out of every CLI start-up
     from bowsvm.io.features import FeatureShards
@@ -82,7 +83,7 @@ def add_arguments(parser) -> None:
     """The options of ``bowsvm train`` and ``jobs/train_groups.py``."""
     parser.add_argument("--feature-set", required=True, metavar="NAME", help="feature set to train on")
     parser.add_argument("--features", default="features", metavar="DIR",
-                        help="root folder holding features/NAME/")
+                        help="root folder holding features/NAME/, or a URI (docs/SCALING.md)")
     parser.add_argument("--models", default="models", metavar="DIR", help="root folder for models/NAME/")
     parser.add_argument("--reg", default="1e-4", metavar="LAMBDA[,LAMBDA...]",
                         help="L2 penalty lambda; a comma-separated list trains every value in "
@@ -624,7 +625,7 @@ def run_spark(spark, args) -> int:
     staging = Path(args.models).absolute() / f".{fs.name}.groups"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    features = str(Path(args.features).absolute())
+    features = absolute(args.features)  # a URI stays a URI
     job = (args.feature_set, [asdict(h) for h in hypers], args.epochs, args.seed,
            args.memory_budget, n_jobs, args.groups, str(staging))
     results = (spark.sparkContext.parallelize(range(args.groups), args.groups)
