@@ -240,6 +240,31 @@ def test_a_changed_listed_shard_is_refused(root):
         scan_split(open_feature_set(root, "fs"), "train")
 
 
+def test_internal_and_input_errors_are_named(root):
+    out = resolve(root) / "fs"
+    with pytest.raises(RuntimeError, match=rf"stage handed no manifest for {out}"):
+        with atomic_output_dir(out, stage="extract"):
+            pass
+    with pytest.raises(FileNotFoundError, match=rf"committed file '{out}/train/x.parquet' is missing"):
+        with atomic_output_dir(out, stage="extract") as tmp:
+            tmp.commit(out / "train" / "x.parquet")
+            write_manifest(tmp, {"stage": "extract"})
+    with pytest.raises(ValueError, match=rf"'{out}/sub' overlaps the input '{out}'; a stage never "
+                                         r"writes over or into its own inputs"):
+        check_target(out / "sub", False, "extract", inputs=[out], option="--features/NAME")
+    assert objects(out) == []  # nothing was left behind
+    write_feature_set(root, "fs", {0: [rows_table(*data(0, 5))]})
+    (out / MANIFEST).write_bytes(b"{not json")
+    with pytest.raises(ValueError, match=rf"'{out}/manifest.json' is not valid JSON"):
+        open_feature_set(root, "fs")
+    (out / MANIFEST).write_bytes(json.dumps({"stage": "compress", "dim": DIM, "layout": "pq",
+                                             "classes": CLASSES, "pq": {
+                                                 "file": "pq.npz", "sha256": "0", "dims_per_code": 2,
+                                                 "n_codes": 3, "n_centroids": 4}}).encode())
+    with pytest.raises(ValueError, match=rf"'{out}' is product-quantized.*local folders only"):
+        open_feature_set(root, "fs").pq_codebook()
+
+
 def test_a_bad_uri_is_named():
     with pytest.raises(ValueError, match=r"cannot open 'nosuchscheme://x/y' as a file system.*"
                                          r"s3://bucket/prefix"):
