@@ -20,8 +20,9 @@ Two ways to run it, one stage:
     local run) and writes the model. The gathered model equals the local model
     trained with the same ``--groups`` and seed. ``--n-jobs`` is per task
     (default 1: keep tasks x threads <= cores); ``--resume`` is not supported
-    there (tasks restart from zero). Shards and the models folder must be on a
-    filesystem every executor sees.
+    there (tasks restart from zero). The models folder must be on a file
+    system every executor sees; the shards too, or at a URI (``--features
+    s3://...``: every task opens it with pyarrow).
 
 Determinism: epoch ``e`` visits the shards in the order
 ``default_rng([seed, e]).permutation`` and shuffles the rows of each chunk with
