@@ -265,6 +265,17 @@ def test_internal_and_input_errors_are_named(root):
         open_feature_set(root, "fs").pq_codebook()
 
 
+def test_a_location_keeps_its_uri(root):
+    from bowsvm.io.store import absolute
+
+    loc = resolve(root) / "fs" / "train"
+    assert resolve(loc.uri) == Location(loc.uri, "") and resolve(loc.uri).path == loc.path
+    assert absolute(loc) == loc.uri and absolute(root) == root
+    assert "?" not in str(loc) and str(loc).endswith("/fs/train")
+    with pytest.raises(TypeError, match="is not a local path"):
+        os.fspath(loc)
+
+
 def test_a_bad_uri_is_named():
     with pytest.raises(ValueError, match=r"cannot open 'nosuchscheme://x/y' as a file system.*"
                                          r"s3://bucket/prefix"):

@@ -120,6 +120,12 @@ class Location:
         base = self.root.split("?", 1)[0].rstrip("/")
         return f"{base}/{self.rel}" if self.rel else base
 
+    @property
+    def uri(self) -> str:
+        """The URI of this location, query parameters included (``str`` drops them)."""
+        query = self.root.partition("?")[2]
+        return str(self) + (f"?{query}" if query else "")
+
     def __fspath__(self):  # never open a Location as a local path by mistake
         raise TypeError(f"{self} is not a local path")
 
@@ -193,8 +199,9 @@ def absolute(path) -> str:
     """A path for another process: a URI unchanged, a local path made absolute."""
     from pathlib import Path
 
-    return str(path.root if isinstance(path, Location) and not path.rel else path) \
-        if is_uri(path) else str(Path(path).absolute())
+    if isinstance(path, Location):
+        return path.uri
+    return str(path) if is_uri(path) else str(Path(path).absolute())
 
 
 def open_input(path, stream: bool = False):
