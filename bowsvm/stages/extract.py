@@ -36,9 +36,11 @@ from bowsvm.io.image_shards import check_image_shards, image_shard_dir
 from bowsvm.io import atomic_output_dir, parquet, read_manifest, require_manifest_match
 from bowsvm.io.atomic import prepare_target
 from bowsvm.io.manifest import write_manifest
-from bowsvm.io.store import StoreOutput, resolve
+from bowsvm.io.store import StoreOutput, absolute, resolve
 from bowsvm.presets import add_feature_set_arguments, feature_set_preset
-from bowsvm.spark import FAIL_FIRST_ATTEMPT_ENV, SparkProgress, maybe_inject_failure  # noqa: F401
+from bowsvm.spark import (  # noqa: F401
+    FAIL_FIRST_ATTEMPT_ENV, SparkProgress, image_rows, maybe_inject_failure,
+)
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
 # functions that use them: the CLI imports every stage module to build its parser.
@@ -376,7 +378,7 @@ def run_spark(spark, args) -> int:
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     with SparkProgress(spark, "extract"), atomic_output_dir(
             out, args.overwrite, "extract", inputs, "--features/NAME") as tmp:
-        df = spark.read.parquet(str(shards)).select("id", "label", "split", "image")
+        df = image_rows(spark, args.images, ("id", "label", "split", "image"))
         n_images = images_manifest["n_images"]
         n_part = args.partitions or max(3 * sc.defaultParallelism, math.ceil(n_images / 2000))
         # a URI output has no rename: tasks write under its prefix, names tagged with the run
@@ -428,7 +430,7 @@ def run_spark(spark, args) -> int:
             "bytes_on_disk": stats["bytes_on_disk"],
             "mean_nnz": stats["mean_nnz"],
             "density": stats["density"],
-            "images": str(Path(args.images).absolute()),
+            "images": absolute(args.images),
             "seconds": round(seconds, 3),
             "spark_start_seconds": round(spark_start, 3),
             "images_per_second": round(n_done / seconds, 2) if seconds > 0 else None,
