@@ -326,6 +326,8 @@ def test_extract_train_score_on_a_uri_equal_a_local_folder(root, pipeline, tmp_p
     from bowsvm.io.scores import read_scores
 
     images, codebooks, ref = pipeline
+    if root.startswith("s3://"):  # the whole way on the store: image shards there too
+        images = copy_images_to(images, root.replace("?", "-images/images?", 1))
     stages(images, codebooks, root, tmp_path)
     # the shards, read through the feature readers, hold the local folder's rows
     m_ref, want = read_features(ref / "features" / SET)
@@ -360,3 +362,63 @@ def test_extract_train_score_on_a_uri_equal_a_local_folder(root, pipeline, tmp_p
     assert main(["extract", "--feature-set", SET, "--images", str(images), "--codebooks",
                  str(codebooks), "--features", root]) == 2
     assert f"output '{fs.folder}' already exists; pass --overwrite" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- image shards at a URI
+
+def copy_images_to(images, uri):
+    """The local image shards re-committed at ``uri`` (the manifest commit, in-process)."""
+    from bowsvm.io.manifest import read_manifest
+
+    m = read_manifest(images, stage="prepare")
+    with atomic_output_dir(uri, stage="prepare", option="--output") as tmp:
+        for i, f in enumerate(sorted((images / "shards").glob("*.parquet"))):
+            dst = tmp / "shards" / tmp.tagged(f"part-{i:05d}.parquet")
+            parquet.write_table(parquet.read_table(f), dst)
+            tmp.commit(dst)
+        write_manifest(tmp, m)
+    return uri
+
+
+@pytest.mark.slow
+def test_codebook_reads_image_shards_at_a_uri(pipeline, s3_endpoint, tmp_path):
+    """The codebook learned from image shards at a URI is the one learned from the same
+    shards in a local folder (extraction from such shards: the S3 case above)."""
+    from bowsvm.coding import Codebook
+    from bowsvm.io.manifest import read_manifest
+
+    images, codebooks, ref = pipeline
+    uri = copy_images_to(images, f"s3://{BUCKET}/img-{uuid.uuid4().hex[:8]}/images?"
+                                 f"endpoint_override={s3_endpoint}&scheme=http")
+    ok(run_bowsvm("codebook", "--feature-set", SET, "--images", uri, "--codebooks",
+                  str(tmp_path / "cb"), "--kmeans", "local", "--master", "local[2]"))
+    assert Codebook.load(tmp_path / "cb" / SET).hash == Codebook.load(codebooks / SET).hash
+    assert read_manifest(tmp_path / "cb" / SET, stage="codebook")["images"] == uri
+
+
+@pytest.mark.slow
+def test_prepare_writes_image_shards_at_a_uri(s3_endpoint, tmp_path):
+    from test_end_to_end_tree import make_tree
+
+    from bowsvm.io.image_shards import check_image_shards
+    from bowsvm.io.images import decode_image
+    from bowsvm.io.manifest import read_manifest
+
+    tree = tmp_path / "tree"
+    make_tree(tree, per_class=(3, 2))
+    uri = f"s3://{BUCKET}/prep-{uuid.uuid4().hex[:8]}/images?endpoint_override={s3_endpoint}&scheme=http"
+    ok(run_bowsvm("prepare", "--input", str(tree), "--output", uri, "--val-per-class", "1",
+                  "--max-side", "64", "--format", "png", "--shard-mb", "0.05", "--master", "local[2]"))
+    m = read_manifest(uri, stage="prepare")
+    out = resolve(uri)
+    assert m["n_images"] == 30 and m["n_rejected"] == 0 and m["commit"]["protocol"] == "manifest"
+    files = check_image_shards(uri)  # the manifest's shards, footers read, rows = n_images
+    assert len(files) == m["n_shards"] >= 2
+    assert objects(out) == sorted([e["path"] for e in m["files"]] + [MANIFEST, SUCCESS])
+    rows = [r for f in files for r in parquet.read_table(f).to_pylist()]
+    assert sorted(r["id"] for r in rows) == sorted(p.relative_to(tree).as_posix()
+                                                   for p in tree.rglob("*.*"))
+    for r in rows:  # the stored PNG holds exactly the pixels prepare's image path gives
+        want = decode_image((tree / r["id"]).read_bytes(), max_side=64)
+        np.testing.assert_array_equal(decode_image(r["image"], max_side=64), want)
+        assert (r["width"], r["height"]) == (want.shape[1], want.shape[0])
