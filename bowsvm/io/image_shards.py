@@ -63,7 +63,9 @@ def write_image_shards(df, folder, n_files: int) -> None:
 
 
 def _write_task_files(df, out: StoreOutput) -> None:
-    """Each Spark task writes its rows to ``shards/part-PPPPP.RUN.aA.parquet`` with pyarrow.
+    """Each Spark task writes its rows to ``shards/part-PPPPP.RUN.aT.parquet`` with pyarrow.
+
+    ``T`` is the task attempt's id, unique within the Spark application.
 
     Only the rows of the winning attempts come back to the driver (Spark keeps
     one result per task), which registers their files with the commit; the
@@ -77,7 +79,8 @@ def _write_task_files(df, out: StoreOutput) -> None:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
-        path = root / "shards" / f"part-{ctx.partitionId():05d}.{run}.a{ctx.attemptNumber()}.parquet"
+        # taskAttemptId: unique in the application, also across retried stages
+        path = root / "shards" / f"part-{ctx.partitionId():05d}.{run}.a{ctx.taskAttemptId()}.parquet"
         w, n = None, 0
         for rb in batches:
             if w is None:
