@@ -69,9 +69,14 @@ def reseal(folder):
     write_json_atomic(Path(folder) / "manifest.json", m)
 
 
+#: The references below are written for plain one-vs-all weights averaged from the
+#: start; ``extra`` may override (argparse keeps an option's last value).
+PLAIN = ("--pos-weight", "1", "--average-start", "0")
+
+
 def train(features, models, *extra):
     args = ["train", "--feature-set", "fs", "--features", str(features), "--models", str(models),
-            "--quiet", "--n-jobs", "1", *extra]
+            "--quiet", "--n-jobs", "1", *PLAIN, *extra]
     return cli.main(args)
 
 

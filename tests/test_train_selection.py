@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -190,3 +191,50 @@ def test_lists_need_a_val_split(tmp_path, capsys):
     assert train(feats, tmp_path / "m", "--reg", "1e-3,1e-4") == 2
     assert "has none" in capsys.readouterr().err
     assert train(feats, tmp_path / "m", "--epochs", "1") == 0  # one setting trains without val
+
+
+@pytest.mark.filterwarnings("ignore:the shards' Parquet row groups")
+def test_defaults_reweight_average_after_one_epoch_and_quarter_the_calibrated_step(tmp_path):
+    """`bowsvm train` with no training option (the defaults chosen for 5 epochs, issue 16):
+    pos-weight auto, averaging from the second epoch, a quarter of the calibrated eta0;
+    the model equals the sequential algorithm with those values."""
+    import argparse
+
+    from bowsvm.asgd.trainer import ETA0_AUTO_FRACTION, calibrate_eta0
+    from bowsvm._validation import parse_bytes
+    from bowsvm.io.features import iter_chunks, open_feature_set, rows_per_chunk, scan_split
+    from bowsvm.stages.train import CALIBRATION_ROWS, average_start
+
+    feats = make_feature_set(tmp_path / "features")
+    budget = "20KB"
+    args = ["train", "--feature-set", "fs", "--features", str(feats), "--models",
+            str(tmp_path / "m"), "--quiet", "--n-jobs", "1", "--epochs", "2",
+            "--memory-budget", budget, "--seed", "7", "--block-size", "16"]
+    assert cli.main(args) == 0
+    coef, b, man, _ = load(tmp_path / "m")
+    hp = man["hyper_parameters"]
+    fs = open_feature_set(feats, "fs")
+    train_info = scan_split(fs, "train")
+    q = 5 / np.sqrt(6)
+    assert hp["pos_weight"] == pytest.approx(q)
+    assert hp["average_start"] == train_info.n == 300
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny budget's row-group warning
+        rows = rows_per_chunk(fs, train_info, parse_bytes(budget))
+    _, lab, Xc = next(iter_chunks(train_info, fs.dim, min(rows, CALIBRATION_ROWS),
+                                  np.random.default_rng([7, 0])))
+    best = calibrate_eta0(Xc, lab, 6, hp["reg"], hp["power"], hp["bias_lr"], 16, pos_weight=q)
+    assert hp["eta0"] == man["eta0"] == ETA0_AUTO_FRACTION * best
+    X, y, _ = _sequence(feats, budget, 7, 2)
+    wbar, bbar, *_ = asgd_sequential(X, y, np.arange(6), reg=hp["reg"], eta0=hp["eta0"],
+                                     power=hp["power"], average_start=300, bias_lr=hp["bias_lr"],
+                                     pos_weight=q)
+    np.testing.assert_allclose(coef, wbar, rtol=0, atol=1e-4 * np.abs(wbar).max())
+    np.testing.assert_allclose(b, bbar, rtol=0, atol=1e-4 * np.abs(bbar).max())
+    # auto is one epoch only when there is a second; a number is taken as given
+    one = argparse.Namespace(average_start="auto", epochs=1)
+    assert average_start(one, 240) == 0
+    assert average_start(argparse.Namespace(average_start="17", epochs=5), 240) == 17
+    for bad in ("-1", "1.5", "epoch"):
+        with pytest.raises(ValueError, match="--average-start"):
+            average_start(argparse.Namespace(average_start=bad, epochs=5), 240)

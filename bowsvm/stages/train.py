@@ -90,12 +90,13 @@ def add_arguments(parser) -> None:
                         help="L2 penalty lambda; a comma-separated list trains every value in "
                              "the same data pass and keeps the best on val")
     parser.add_argument("--eta0", default="auto", metavar="ETA0[,ETA0...]",
-                        help="initial step, or 'auto' to calibrate on a sample of 1000 rows "
-                             "(per --reg and --pos-weight value); a list as for --reg")
-    parser.add_argument("--pos-weight", default="1", metavar="Q[,Q...]",
+                        help="initial step, or 'auto': a quarter of the step that does best "
+                             "in one pass over a sample of 1000 rows (per --reg and "
+                             "--pos-weight value); a list as for --reg")
+    parser.add_argument("--pos-weight", default="auto", metavar="Q[,Q...]",
                         help="weight of a positive sample's hinge loss in each one-vs-all "
                              "problem (negatives weigh 1); 'auto' is (C-1)/sqrt(C) for C "
-                             "classes; a list as for --reg")
+                             "classes (1 for 2 classes); a list as for --reg")
     parser.add_argument("--early-stop", type=int, default=0, metavar="N",
                         help="keep the epoch with the best val score and stop after N epochs "
                              "without a gain (0: off, the model is the last epoch's)")
@@ -103,8 +104,9 @@ def add_arguments(parser) -> None:
                         help="val score that early stopping and the lists follow")
     parser.add_argument("--power", type=float, default=2 / 3,
                         help="step decay: eta_t = eta0 / (1 + reg eta0 t)^power")
-    parser.add_argument("--average-start", type=int, default=0,
-                        help="start averaging after this many samples")
+    parser.add_argument("--average-start", default="auto", metavar="N",
+                        help="start averaging after this many samples; 'auto': after the "
+                             "first epoch (from the start when --epochs is 1)")
     parser.add_argument("--bias-lr", type=float, default=0.1, help="bias step factor (bias unregularised)")
     parser.add_argument("--epochs", type=int, default=5, help="passes over the train split")
     parser.add_argument("--memory-budget", default="2GB",
@@ -153,14 +155,50 @@ def parse_values(option: str, text, *, auto: bool = False) -> list:
     return out
 
 
-def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
+def average_start(args, n_train: int | None) -> int:
+    """``--average-start`` in samples: ``auto`` is one epoch of ``n_train`` rows (0 for
+    ``--epochs 1``, or while ``n_train`` is unknown, when only checking the options).
+
+    Averaging from the first epoch on averages in the iterates of a cold start;
+    starting after one epoch is the default of Bottou's svmasgd (``-avgstart 1``)
+    and measured better on both benchmarks (docs/BENCHMARKS.md, "Defaults that
+    converge in 5 epochs").
+
+    Raises
+    ------
+    ValueError
+        If the value is neither ``auto`` nor a whole number >= 0.
+    """
+    text = str(args.average_start).strip()
+    if text.lower() == "auto":
+        return int(n_train) if (n_train and args.epochs > 1) else 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"--average-start {args.average_start!r} is not a whole number >= 0 "
+                         f"or 'auto'; pass e.g. --average-start 0 to average from the start.")
+    return value
+
+
+def train_rows(fs) -> int | None:
+    """Rows of the train split as the feature set's manifest counts them (None if absent)."""
+    counts = (fs.manifest.get("counts") or {}).get("train")
+    if isinstance(counts, dict):  # {class: rows}, as extract writes it
+        return int(sum(counts.values()))
+    return int(counts) if isinstance(counts, int) else None
+
+
+def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[list, list]:
     """Validated hyper-parameter settings from parsed arguments: (hypers, eta0_auto).
 
     One :class:`Hyper` per combination of the ``--reg``, ``--eta0`` and
     ``--pos-weight`` values (in that nesting order); ``eta0_auto[k]`` says
     whether setting ``k``'s eta0 is still to be calibrated. Validated by
     :class:`bowsvm.asgd.ASGDClassifier`, so the CLI and the estimator accept
-    exactly the same values.
+    exactly the same values. ``n_train`` resolves ``--average-start auto``
+    (:func:`average_start`).
 
     Raises
     ------
@@ -174,6 +212,7 @@ def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
     regs = parse_values("--reg", args.reg)
     etas = parse_values("--eta0", args.eta0, auto=True)
     weights = parse_values("--pos-weight", args.pos_weight, auto=True)
+    avg_start = average_start(args, n_train)
     for e in etas:
         if e is not None and not e > 0:
             raise ValueError(f"--eta0 {args.eta0!r}: {e:g} must be positive, or 'auto'.")
@@ -186,7 +225,7 @@ def hypers_from_args(args, n_classes: int) -> tuple[list, list]:
             for q in weights:
                 q = auto_pos_weight(n_classes) if q is None else q
                 est = ASGDClassifier(reg=reg, eta0=eta0 if eta0 is not None else 1e-3,
-                                     power=args.power, average_start=args.average_start,
+                                     power=args.power, average_start=avg_start,
                                      bias_lr=args.bias_lr, block_size=args.block_size,
                                      averaged=not args.no_average, pos_weight=q)
                 try:
@@ -543,7 +582,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     check_arguments(args)
     fs = open_feature_set(args.features, args.feature_set)
-    hypers, autos = hypers_from_args(args, len(fs.classes))
+    hypers, autos = hypers_from_args(args, len(fs.classes), train_rows(fs))
     out = _model_dir(args, fs)
     ckpt = checkpoint_dir(args.models, fs.name)
     cands, chosen, info = train_feature_set(
@@ -615,7 +654,7 @@ def run_spark(spark, args) -> int:
     t0 = time.perf_counter()
     n_jobs = 1 if args.n_jobs is None else args.n_jobs  # per task: tasks x threads <= cores
     fs = open_feature_set(args.features, args.feature_set)
-    hypers, autos = hypers_from_args(args, len(fs.classes))
+    hypers, autos = hypers_from_args(args, len(fs.classes), train_rows(fs))
     out = _model_dir(args, fs)
     train = scan_split(fs, "train", require_all_classes=True)  # errors before any task
     val = scan_split(fs, "val") if (not args.no_validate and shard_files(fs.folder, "val")) else None
