@@ -329,7 +329,11 @@ def attempt_file(folder, partition: int, attempt: int, k: int) -> Path:
     Each attempt writes its own files (a :class:`ShardWriter` series), so a
     failed attempt can never clobber a good one; the driver keeps only the
     files named by the successful attempts (the extract stage's feature shards,
-    the codebook stage's descriptor sample).
+    the codebook stage's descriptor sample). The tasks pass Spark's
+    ``TaskContext.taskAttemptId()``, unique within the application, not
+    ``attemptNumber()``: that restarts at 0 when a stage is re-attempted (after a
+    lost executor's shuffle output, ``FetchFailed``), while a task of the earlier
+    stage attempt may still be writing the same partition.
     """
     return Path(folder) / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
 

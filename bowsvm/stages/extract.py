@@ -303,7 +303,7 @@ def extract_partition(batches, cb_arrays, preset: dict, attempts_dir: str, dim: 
     ctx = TaskContext.get()
     cb = Codebook(**cb_arrays.value)
     yield from write_task_output((feature_batch(rb, preset, cb) for rb in batches), attempts_dir,
-                                 ctx.partitionId(), ctx.attemptNumber(), dim, rows_per_file)
+                                 ctx.partitionId(), ctx.taskAttemptId(), dim, rows_per_file)
 
 
 def feature_stats(folder: Path, dim: int) -> dict:
