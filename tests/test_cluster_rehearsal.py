@@ -165,35 +165,46 @@ def rehearsal(tmp_path_factory, fashion_dir):
     """Reference outputs of every stage (local[2]) and each stage's killed cluster run.
 
     ``runs[stage] = (reference folder, cluster folder, exit code, log, killed executor)``.
+    Every stage reads the reference output of the stage before, so the reference run of
+    the next stage goes on (in a thread) while the cluster run of this one is killed.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     root = tmp_path_factory.mktemp("rehearsal")
     idx = write_idx_subset(root / "idx", fashion_dir)
-    runs = {}
-
-    def both(stage, args_for, out_for, env=None):
-        ref, clu = root / "ref", root / "cluster"
-        rc, text = run_job(stage, args_for(ref), REFERENCE, root / f"{stage.NAME}-ref.log")
-        assert rc == 0, text[-3000:]
-        work = root / f"{stage.NAME}-run"
-        work.mkdir()
-        rc, text, killed = run_killing_an_executor(stage, args_for(clu), work, env=env)
-        runs[stage.NAME] = (out_for(ref), out_for(clu), rc, text, killed)
-
-    img = root / "ref" / "images"  # every stage reads the reference output of the one before
-    both(prepare, lambda d: ["--fashion-mnist", str(idx), "--output", str(d / "images"),
-                             "--val-per-class", "5"], lambda d: d / "images")
-    both(codebook, lambda d: ["--feature-set", FEATURE_SET, "--images", str(img),
+    ref, clu = root / "ref", root / "cluster"
+    img = ref / "images"
+    stages = [  # (stage, its arguments given the output root, its output, extra env)
+        (prepare, lambda d: ["--fashion-mnist", str(idx), "--output", str(d / "images"),
+                             "--val-per-class", "5"], lambda d: d / "images", None),
+        (codebook, lambda d: ["--feature-set", FEATURE_SET, "--images", str(img),
                               "--codebooks", str(d / "codebooks")],
-         lambda d: d / "codebooks" / FEATURE_SET)
-    both(extract, lambda d: ["--feature-set", FEATURE_SET, "--images", str(img),
-                             "--codebooks", str(root / "ref" / "codebooks"),
-                             "--features", str(d / "features")],
-         lambda d: d / "features" / FEATURE_SET)
-    # Training: the executors' scratch folders here, to show they stage no shard there.
-    local_dirs = {"SPARK_LOCAL_DIRS": str(root / "executor-local")}
-    both(train, lambda d: ["--feature-set", FEATURE_SET, "--features", str(root / "ref" / "features"),
+         lambda d: d / "codebooks" / FEATURE_SET, None),
+        (extract, lambda d: ["--feature-set", FEATURE_SET, "--images", str(img),
+                             "--codebooks", str(ref / "codebooks"), "--features", str(d / "features")],
+         lambda d: d / "features" / FEATURE_SET, None),
+        # Training: the executors' scratch folders here, to show they stage no shard there.
+        (train, lambda d: ["--feature-set", FEATURE_SET, "--features", str(ref / "features"),
                            "--models", str(d / "models"), *TRAIN_ARGS],
-         lambda d: d / "models" / FEATURE_SET, env=local_dirs)
+         lambda d: d / "models" / FEATURE_SET, {"SPARK_LOCAL_DIRS": str(root / "executor-local")}),
+    ]
+
+    def reference(k):
+        stage, args_for, _, _ = stages[k]
+        return run_job(stage, args_for(ref), REFERENCE, root / f"{stage.NAME}-ref.log")
+
+    runs = {}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(reference, 0)
+        for k, (stage, args_for, out_for, env) in enumerate(stages):
+            rc, text = pending.result()
+            assert rc == 0, f"{stage.JOB} on {REFERENCE}:\n{text[-3000:]}"
+            if k + 1 < len(stages):
+                pending = pool.submit(reference, k + 1)
+            work = root / f"{stage.NAME}-run"
+            work.mkdir()
+            rc, text, killed = run_killing_an_executor(stage, args_for(clu), work, env=env)
+            runs[stage.NAME] = (out_for(ref), out_for(clu), rc, text, killed)
     return root, runs
 
 
