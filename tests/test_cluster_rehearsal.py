@@ -19,9 +19,9 @@ task sees exactly the local sample sequence, single-threaded). Both runs are on 
 machine with one thread per task, so the BLAS calls see the same shapes and thread
 counts (docs/STYLE.md, item 14). Only timing fields of the manifests differ.
 
-Timing: the tasks' first attempts announce themselves in a marker file and pause
-(:data:`bowsvm.spark.PAUSE_FIRST_ATTEMPT_ENV`), so the kill lands while a task surely
-runs; the helper fails loudly if the stage ends before it could kill, and the test checks
+Timing: the first attempt of each stage's task 0 announces itself in a marker file and
+pauses (:data:`bowsvm.spark.PAUSE_FIRST_ATTEMPT_ENV`), so the kill lands while a task
+surely runs; the helper fails loudly if the stage ends before it could kill, and the test checks
 the driver's log for the lost executor's failed task.
 """
 
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow
 CLUSTER = "local-cluster[2,1,1024]"
 REFERENCE = "local[2]"
 FEATURE_SET = "quick-lcc-hog"
-#: Seconds the first attempt of every task pauses in the cluster runs (the kill window).
+#: Seconds the first attempt of a stage's task 0 pauses in the cluster runs (the kill window).
 PAUSE = 2.0
 #: Fields of the manifests that are timings or name the master (all else must be equal).
 TIMING_KEYS = {"seconds", "spark_start_seconds", "kmeans_seconds", "em_seconds",
