@@ -440,3 +440,37 @@ class SparkProgress:
                       + (f", {info.numFailedTasks} failed attempts" if info.numFailedTasks else ""),
                       file=self._stream, flush=True)
                 self._seen[sid] = (-1, now) if finished else (done, now)
+
+
+def image_rows(spark, images, columns):
+    """A DataFrame of the image shards' ``columns`` (a `bowsvm prepare` output, checked).
+
+    A local folder is read by Spark's Parquet reader. At a URI (an object store,
+    HDFS: :mod:`bowsvm.io.store`) Spark has no connector, so the shards the
+    manifest lists are spread over tasks, one file each, which read them with
+    pyarrow (page checksums verified, a corrupt shard named).
+    """
+    from bowsvm.io import parquet
+    from bowsvm.io.image_shards import check_image_shards, image_shard_dir, shard_schema
+    from bowsvm.io.store import Location, resolve
+
+    shards = image_shard_dir(images)
+    if not isinstance(shards, Location):
+        return spark.read.parquet(str(shards)).select(*columns)
+    uris = [f.uri for f in check_image_shards(images)]
+    schema = shard_schema(columns)
+    ddl = ", ".join(f"{f.name} {dict(string='string', int32='int', binary='binary')[str(f.type)]}"
+                    for f in schema)
+
+    def read(batches):
+        import pyarrow as pa
+
+        for rb in batches:
+            for uri in rb.column("uri").to_pylist():
+                for b in parquet.iter_batches(resolve(uri), "image shard", columns=list(columns),
+                                              batch_size=256):
+                    yield pa.RecordBatch.from_arrays(
+                        [b.column(c).cast(schema.field(c).type) for c in columns], schema=schema)
+
+    return (spark.createDataFrame([(u,) for u in uris], "uri string")
+            .repartition(max(1, len(uris))).mapInArrow(read, ddl))

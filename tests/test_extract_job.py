@@ -35,9 +35,9 @@ def images(tmp_path_factory, fashion_dir):
     return write_image_shards(tmp_path_factory.mktemp("img") / "images", fashion_dir)
 
 
-def write_image_shards(root, fashion_dir):
-    """The ``images`` fixture's folder (also used by test_fisher_stages.py)."""
-    rows = fmnist_image_rows(fashion_dir, N_PER_SPLIT)
+def write_image_shards(root, fashion_dir, n_per_split=None):
+    """The ``images`` fixture's folder (also used by test_fisher_stages.py, test_object_store.py)."""
+    rows = fmnist_image_rows(fashion_dir, n_per_split or N_PER_SPLIT)
     with atomic_output_dir(root) as tmp:
         (tmp / "shards").mkdir()
         t = pa.Table.from_pylist(rows)

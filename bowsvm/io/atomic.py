@@ -43,6 +43,9 @@ import time
 import uuid
 from pathlib import Path
 
+from bowsvm.io import store
+from bowsvm.io.store import is_uri
+
 SUCCESS = "_SUCCESS"
 MANIFEST = "manifest.json"
 #: Inside a temporary output folder while it is being written: pid, host, start.
@@ -53,6 +56,12 @@ STALE_NO_WRITER_SECONDS = 3600.0
 
 def is_complete(path) -> bool:
     """True if ``path`` is a folder written completely by a bowsvm stage."""
+    if is_uri(path):
+        try:
+            store.check_complete(store.resolve(path))
+        except FileNotFoundError:
+            return False
+        return True
     p = Path(path)
     return (p / SUCCESS).is_file() and (p / MANIFEST).is_file()
 
@@ -63,8 +72,11 @@ def check_complete(path, what: str = "input") -> Path:
     Raises
     ------
     FileNotFoundError
-        If the folder does not exist or lacks the ``_SUCCESS`` marker.
+        If the folder does not exist or lacks the ``_SUCCESS`` marker. A URI
+        (:mod:`bowsvm.io.store`) is checked by reading the two names, not by listing.
     """
+    if is_uri(path):
+        return store.check_complete(store.resolve(path), what)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} folder {str(p)!r} does not exist; run the stage that writes it first.")
@@ -127,9 +139,17 @@ def check_inputs(target, inputs=(), option: str = "output") -> None:
     ValueError
         If the target and an input overlap.
     """
+    if is_uri(target):  # an object-store output overlaps only an input on the same store
+        t = str(store.resolve(target)).rstrip("/")
+        for inp in inputs:
+            i = str(store.resolve(inp)).rstrip("/") if inp is not None and is_uri(inp) else None
+            if i is not None and (t == i or t.startswith(i + "/") or i.startswith(t + "/")):
+                raise ValueError(f"{option} {t!r} overlaps the input {i!r}; a stage never writes "
+                                 f"over or into its own inputs: {_ELSEWHERE} outside every input.")
+        return
     r = _resolved(target)
     for inp in inputs:
-        if inp is None:
+        if inp is None or is_uri(inp):  # a local output cannot overlap a URI input
             continue
         rel = _relation(r, _resolved(inp))
         if rel is not None:
@@ -182,9 +202,16 @@ def check_target(path, overwrite: bool, stage: str | None = None, inputs=(),
         If ``path`` overlaps an input.
     FileExistsError
         If ``path`` exists and may not be replaced.
+
+    A URI is checked by :func:`bowsvm.io.store.check_target` (the same rules
+    on the objects under the prefix) and returned as a Location.
     """
-    p = Path(os.path.abspath(os.fspath(path)))
     check_inputs(path, inputs, option)
+    if is_uri(path):
+        loc = store.resolve(path)
+        store.check_target(loc, overwrite, stage, option)
+        return loc
+    p = Path(os.path.abspath(os.fspath(path)))
     r = _resolved(p)
     what = _protected(r)
     if what is not None:
@@ -246,7 +273,7 @@ def prepare_target(path, overwrite: bool, stage: str | None = None, inputs=(),
         If ``path`` exists and may not be replaced.
     """
     p = check_target(path, overwrite, stage, inputs, option)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.mkdir(parents=True, exist_ok=True)  # a Location: only on a local file system
     return p
 
 
@@ -389,8 +416,18 @@ def atomic_output_dir(path, overwrite: bool = False, stage: str | None = None, i
         If ``path`` may not be written (checked before any work).
     RuntimeError
         If the block wrote no manifest (a bug in the stage).
+
+    A URI ``path`` is written by :func:`bowsvm.io.store.manifest_output_dir`
+    (no rename: the manifest commits), which yields a
+    :class:`bowsvm.io.store.StoreOutput` instead of a folder; stages hand it
+    their manifest with :func:`bowsvm.io.manifest.write_manifest`.
     """
     inputs = [i for i in inputs if i is not None]
+    if is_uri(path):
+        check_inputs(path, inputs, option)
+        with store.manifest_output_dir(store.resolve(path), overwrite, stage, option) as out:
+            yield out
+        return
     target = prepare_target(path, overwrite, stage, inputs, option)
     clean_stale(target)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"

@@ -36,6 +36,7 @@ from bowsvm.io import parquet
 from bowsvm.io.atomic import check_complete
 from bowsvm.io.manifest import read_manifest
 from bowsvm.io.pq import PQ_FILE, PQCodebook, decode_codes, read_pq_codebook
+from bowsvm.io.store import Location, open_input, resolve
 
 LAYOUTS = ("dense", "sparse", "pq")
 
@@ -45,6 +46,10 @@ FEATURE_STAGES = ("extract", "compress")
 #: Largest |value| a feature may hold under per-block L2 normalisation, with
 #: room for float32 rounding of the division by the norm.
 L2_BOUND = 1.0 + 1e-5
+
+#: Read buffer of the lean shard reader on a URI (:mod:`bowsvm.io.store`) instead of
+#: 1 MB: one ranged request per 16 MB, not per 1 MB (docs/BENCHMARKS.md, issue 15 item 3).
+REMOTE_READ_BUFFER = 16 << 20
 
 #: Folders of a feature-set folder that are not splits.
 NOT_SPLITS = ("rejects",)
@@ -186,7 +191,15 @@ def dense_rows(table, dim: int) -> np.ndarray:
 
 
 def shard_files(folder, split: str) -> list[Path]:
-    """Sorted Parquet files of one split of a feature-set folder."""
+    """Sorted Parquet files of one split of a feature-set folder.
+
+    A URI feature set (:class:`bowsvm.io.store.Location`) is not listed: its
+    files are the ones its manifest's ``shards`` entries name for the split.
+    """
+    if isinstance(folder, Location):
+        entries = read_manifest(folder).get("shards") or []
+        return [folder / e["path"] for e in sorted(entries, key=lambda e: e["path"])
+                if e.get("split") == split]
     d = Path(folder) / split
     return sorted(d.glob("*.parquet")) if d.is_dir() else []
 
@@ -240,7 +253,9 @@ class ShardWriter:
     ----------
     path : path or callable
         The file to write, or ``path(k)`` giving the k-th file (k = 0, 1, ...)
-        of a series; a new file is started every ``rows_per_file`` rows.
+        of a series; a new file is started every ``rows_per_file`` rows. A
+        path may be a URI or a :class:`bowsvm.io.store.Location` (any
+        ``pyarrow.fs`` file system).
     dim : int
     layout : {"dense", "sparse", "pq"}
     rows_per_file : int, optional
@@ -256,14 +271,14 @@ class ShardWriter:
 
     Attributes
     ----------
-    files : list of (Path, int)
+    files : list of (Path or Location, int)
         Every file closed so far and its rows, in the order written.
     """
 
     def __init__(self, path, dim: int, layout: str, rows_per_file: int | None = None,
                  n_codes: int | None = None):
         self._single = not callable(path)
-        self._path_of = (lambda k, p=Path(path): p) if self._single else path
+        self._path_of = (lambda k, p=resolve(path): p) if self._single else path
         self.dim = int(dim)
         self.n_codes = n_codes
         self.schema = feature_schema(self.dim, layout, n_codes)
@@ -304,7 +319,7 @@ class ShardWriter:
             if self._writer is None or full:
                 k = len(self.files) + (self._writer is not None)
                 self._close_file()
-                self._file = Path(self._path_of(k))
+                self._file = resolve(self._path_of(k))
                 self._file.parent.mkdir(parents=True, exist_ok=True)
                 self._writer = parquet.writer(self._file, self.schema)
                 self._rows = 0
@@ -323,7 +338,7 @@ class ShardWriter:
         return self.files
 
 
-def attempt_file(folder, partition: int, attempt: int, k: int) -> Path:
+def attempt_file(folder, partition: int, attempt: int, k: int, run: str | None = None):
     """File ``k`` of a Spark task attempt's shard series: ``folder/part-PPPPP-KKK.aA.parquet``.
 
     Each attempt writes its own files (a :class:`ShardWriter` series), so a
@@ -333,9 +348,13 @@ def attempt_file(folder, partition: int, attempt: int, k: int) -> Path:
     ``TaskContext.taskAttemptId()``, unique within the application, not
     ``attemptNumber()``: that restarts at 0 when a stage is re-attempted (after a
     lost executor's shuffle output, ``FetchFailed``), while a task of the earlier
-    stage attempt may still be writing the same partition.
+    stage attempt may still be writing the same partition. Under a URI output (no rename,
+    :mod:`bowsvm.io.store`) the files stay where they are written and carry
+    the run's tag, ``part-PPPPP-KKK.RUN.aA.parquet``, so no run overwrites
+    another's; ``folder`` is then a Location.
     """
-    return Path(folder) / f"part-{partition:05d}-{k:03d}.a{attempt}.parquet"
+    tag = f".{run}" if run else ""
+    return resolve(folder) / f"part-{partition:05d}-{k:03d}{tag}.a{attempt}.parquet"
 
 
 def committed_name(path) -> str:
@@ -379,6 +398,8 @@ def iter_shard_codes(path, dim: int, batch_rows: int = 4096, lean: bool = False,
     shard named); without, it must not be one.
     """
     fopts = {"pre_buffer": False, "buffer_size": 1 << 20} if lean else {}
+    if lean and isinstance(path, Location):  # fewer, larger requests to an object store
+        fopts["buffer_size"] = REMOTE_READ_BUFFER
     row0 = 0
     for rb in parquet.iter_batches(path, "feature shard", file_options=fopts,
                                    batch_size=batch_rows, use_threads=not lean):
@@ -410,7 +431,7 @@ def iter_shard_codes(path, dim: int, batch_rows: int = 4096, lean: bool = False,
 def file_sha256(path, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes, read in 4 MB chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path, stream=True) as f:
         while True:
             b = f.read(chunk)
             if not b:
@@ -426,25 +447,30 @@ def split_names(folder) -> list[str]:
                   if p.is_dir() and not p.name.startswith((".", "_")) and p.name not in NOT_SPLITS)
 
 
-def shard_entries(folder) -> list[dict]:
+def shard_entries(folder, files=None) -> list[dict]:
     """The manifest's ``shards`` list for a complete feature-set folder.
 
     One entry per ``SPLIT/*.parquet`` file, sorted by path: ``split``, ``path``
     (relative to ``folder``, with ``/``), ``rows`` (from the Parquet footer),
-    ``bytes`` and ``sha256`` (of the whole file).
+    ``bytes`` and ``sha256`` (of the whole file). ``files`` (``SPLIT/NAME``
+    paths under ``folder``) gives the shards instead of listing the folder:
+    a URI output is never listed.
 
     Raises
     ------
     ValueError
         If a shard's footer cannot be read (names the file).
     """
-    folder = Path(folder)
+    folder = resolve(folder)
+    if files is None:
+        files = [f.relative_to(folder).as_posix()
+                 for split in split_names(folder) for f in shard_files(folder, split)]
     out = []
-    for split in split_names(folder):
-        for f in shard_files(folder, split):
-            rows = parquet.open_file(f, "feature shard").metadata.num_rows
-            out.append({"split": split, "path": f.relative_to(folder).as_posix(), "rows": int(rows),
-                        "bytes": int(f.stat().st_size), "sha256": file_sha256(f)})
+    for rel in sorted(files, key=lambda r: r.split("/", 1)):  # by split, then name
+        split, f = rel.split("/", 1)[0], folder / rel
+        rows = parquet.open_file(f, "feature shard").metadata.num_rows
+        out.append({"split": split, "path": rel, "rows": int(rows),
+                    "bytes": int(f.stat().st_size), "sha256": file_sha256(f)})
     return out
 
 
@@ -467,7 +493,7 @@ def verified_shard_files(folder, manifest: dict, split: str, *, check_hash: bool
         file on disk is not listed (a copy of a listed one is said so), or its
         size, rows or hash differ. Every message names the shard.
     """
-    folder = Path(folder)
+    folder = resolve(folder)
     mpath = str(folder / "manifest.json")
     entries = manifest.get("shards")
     if not isinstance(entries, list):
@@ -483,7 +509,10 @@ def verified_shard_files(folder, manifest: dict, split: str, *, check_hash: bool
                              f"re-extract the feature set.")
         seen.add(e["path"])
     listed = {e["path"]: e for e in entries if e.get("split") == split}
-    on_disk = {f.relative_to(folder).as_posix(): f for f in shard_files(folder, split)}
+    if isinstance(folder, Location):  # a URI output is never listed: unlisted objects are not read
+        on_disk = {p: folder / p for p in listed if (folder / p).is_file()}
+    else:
+        on_disk = {f.relative_to(folder).as_posix(): f for f in shard_files(folder, split)}
     missing = sorted(set(listed) - set(on_disk))
     if missing:
         raise ValueError(
@@ -587,8 +616,8 @@ class FeatureShards:
     ----------
     name : str
         The feature set's name (its folder's name).
-    folder : Path
-        ``<features>/<name>``.
+    folder : Path or bowsvm.io.store.Location
+        ``<features>/<name>`` (a Location when ``<features>`` is a URI).
     manifest : dict
         The folder's manifest (stage "extract", or "compress" for layout "pq").
     dim : int
@@ -622,6 +651,10 @@ class FeatureShards:
         """
         if self.layout != "pq":
             return None
+        if isinstance(self.folder, Location):
+            raise ValueError(f"feature set {str(self.folder)!r} is product-quantized (layout 'pq'); "
+                             f"pq feature sets are read from local folders only: run `bowsvm "
+                             f"compress` with a local --output-features folder.")
         if self._pq is None:
             e = self.manifest["pq"]
             self._pq = read_pq_codebook(
@@ -682,7 +715,7 @@ def open_feature_set(features_root, name: str) -> FeatureShards:
         If the manifest is from another stage or lacks dim/layout/classes (or,
         for layout "pq", its ``pq`` entry).
     """
-    folder = Path(features_root) / name
+    folder = resolve(features_root) / name  # a URI: a Location (bowsvm.io.store)
     m = read_feature_manifest(folder)
     missing = [k for k in ("dim", "layout", "classes") if k not in m]
     if missing:

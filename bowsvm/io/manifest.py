@@ -30,6 +30,21 @@ def write_json_atomic(path, obj) -> None:
         f.write("\n")
 
 
+def write_manifest(out, obj) -> None:
+    """Write a stage's manifest into the output :func:`bowsvm.io.atomic_output_dir` yielded.
+
+    A local temporary folder gets ``manifest.json`` now (:func:`write_json_atomic`);
+    a URI output (:class:`bowsvm.io.store.StoreOutput`) keeps it until its
+    commit, which writes it with the list of committed files.
+    """
+    from bowsvm.io.store import StoreOutput
+
+    if isinstance(out, StoreOutput):
+        out.manifest = json.loads(json.dumps(obj, default=_json_default))
+    else:
+        write_json_atomic(Path(out) / MANIFEST, obj)
+
+
 def _json_default(o):
     import numpy as np
 
@@ -54,11 +69,15 @@ def read_manifest(folder, stage: str | None = None) -> dict:
     ValueError
         If the manifest belongs to a different stage.
     """
+    from bowsvm.io import store
     from bowsvm.io.atomic import check_complete
 
     folder = check_complete(folder, what=stage or "input")
-    with open(folder / MANIFEST) as f:
-        m = json.load(f)
+    if isinstance(folder, store.Location):
+        m = store.read_json(folder / MANIFEST)
+    else:
+        with open(folder / MANIFEST) as f:
+            m = json.load(f)
     if stage is not None and m.get("stage") != stage:
         raise ValueError(
             f"{str(folder)!r} holds the output of stage {m.get('stage')!r}, expected "

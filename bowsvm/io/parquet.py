@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bowsvm.io.store import Location, open_input
+
 __all__ = ["WRITE_OPTIONS", "READ_OPTIONS", "SPARK_VERIFY_CONF", "named_errors", "open_file",
            "read_table", "iter_batches", "spark_read_errors", "write_table", "writer"]
 
@@ -100,13 +102,13 @@ def open_file(path, what: str = "Parquet file", **kwargs) -> pq.ParquetFile:
     them in :func:`named_errors`.
     """
     with named_errors(path, what):
-        return pq.ParquetFile(path, **READ_OPTIONS, **kwargs)
+        return pq.ParquetFile(open_input(path), **READ_OPTIONS, **kwargs)
 
 
 def read_table(path, what: str = "Parquet file", columns=None, **kwargs) -> pa.Table:
     """Read a whole Parquet file (or one with ``columns``), checksums verified."""
     with named_errors(path, what):
-        return pq.read_table(path, columns=columns, **READ_OPTIONS, **kwargs)
+        return pq.read_table(open_input(path), columns=columns, **READ_OPTIONS, **kwargs)
 
 
 def iter_batches(path, what: str = "Parquet file", *, file_options=None, **kwargs):
@@ -127,10 +129,18 @@ def iter_batches(path, what: str = "Parquet file", *, file_options=None, **kwarg
 
 
 def write_table(table: pa.Table, path, **kwargs) -> None:
-    """``pq.write_table`` with a checksum on every page."""
+    """``pq.write_table`` with a checksum on every page (``path``: a local path or a Location)."""
+    if isinstance(path, Location):
+        path.parent.mkdir()
+        kwargs["filesystem"], path = path.fs, path.path
     pq.write_table(table, path, **WRITE_OPTIONS, **kwargs)
 
 
 def writer(path, schema: pa.Schema, **kwargs) -> pq.ParquetWriter:
-    """``pq.ParquetWriter`` with a checksum on every page."""
+    """``pq.ParquetWriter`` with a checksum on every page (``path``: a local path or a Location).
+
+    On an object store the file appears, whole, when the writer is closed.
+    """
+    if isinstance(path, Location):
+        return pq.ParquetWriter(path.path, schema, filesystem=path.fs, **WRITE_OPTIONS, **kwargs)
     return pq.ParquetWriter(Path(path), schema, **WRITE_OPTIONS, **kwargs)

@@ -351,7 +351,8 @@ def add_feature_set_arguments(parser, output: str) -> None:
                         help=f"feature-set name; {output} are written to {output.upper()}/NAME")
     parser.add_argument("--preset", default=None,
                         help="preset name or TOML path (default: the feature-set name)")
-    parser.add_argument("--images", required=True, help="image shards folder (bowsvm prepare)")
+    parser.add_argument("--images", required=True,
+                        help="image shards folder (bowsvm prepare), or its URI (docs/SCALING.md)")
     parser.add_argument("--codebooks", required=True,
                         help="root folder of codebooks (CODEBOOKS/NAME is the feature set's)")
 

@@ -65,12 +65,15 @@ from pathlib import Path
 import numpy as np
 
 from bowsvm._validation import check_int, parse_bytes
-from bowsvm.io.image_shards import check_image_shards, image_shard_dir
+from bowsvm.io.image_shards import SHARD_COLUMNS, check_image_shards
 from bowsvm.io import atomic_output_dir, parquet, read_manifest, write_json_atomic
 from bowsvm.io.atomic import prepare_target
+from bowsvm.io.store import absolute
 from bowsvm._seed import seeded_key
 from bowsvm.presets import add_feature_set_arguments, feature_set_preset
-from bowsvm.spark import SparkProgress, driver_memory, java_heap_errors, maybe_inject_failure
+from bowsvm.spark import (
+    SparkProgress, driver_memory, image_rows, java_heap_errors, maybe_inject_failure,
+)
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
 # functions that use them: the CLI imports every stage module to build its parser.
@@ -619,7 +622,6 @@ def run_spark(spark, args) -> int:
     cb_conf = preset["codebook"]
     per_image, n_samples, seed = sample_options(args, preset)
     budget = parse_bytes(args.memory_budget)
-    shards = image_shard_dir(args.images)
     images_manifest = read_manifest(args.images, stage="prepare")
     out = _output(args)
 
@@ -627,7 +629,7 @@ def run_spark(spark, args) -> int:
     with SparkProgress(spark, "codebook"), atomic_output_dir(
             out, args.overwrite, "codebook", [args.images], "--codebooks/NAME") as tmp, \
             parquet.spark_read_errors("image shard"):
-        df = spark.read.parquet(str(shards)).filter(F.col("split") == "train")
+        df = image_rows(spark, args.images, SHARD_COLUMNS).filter(F.col("split") == "train")
         with java_heap_errors(driver_memory(spark), "collecting the train ids"):
             ids = [r.id for r in df.select("id").collect()]
         if not ids:
@@ -723,7 +725,7 @@ def run_spark(spark, args) -> int:
             "n_samples": int(sample.n), "n_sample_images": len(chosen),
             "samples_per_image": per_image, "seed": seed,
             "path": path, "sample_bytes": sample.nbytes, "memory_budget": budget,
-            "images": str(Path(args.images).absolute()),
+            "images": absolute(args.images),
             "images_classes": images_manifest["classes"],
             "seconds": round(time.time() - t0, 3),
             "spark_start_seconds": round(spark_start, 3),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import posixpath
 import shutil
 import sys
 import time
@@ -32,12 +33,14 @@ import numpy as np
 import pyarrow as pa
 
 from bowsvm.io.image_shards import check_image_shards, image_shard_dir
-from bowsvm.io import (
-    atomic_output_dir, parquet, read_manifest, require_manifest_match, write_json_atomic,
-)
+from bowsvm.io import atomic_output_dir, parquet, read_manifest, require_manifest_match
 from bowsvm.io.atomic import prepare_target
+from bowsvm.io.manifest import write_manifest
+from bowsvm.io.store import StoreOutput, absolute, resolve
 from bowsvm.presets import add_feature_set_arguments, feature_set_preset
-from bowsvm.spark import FAIL_FIRST_ATTEMPT_ENV, SparkProgress, maybe_inject_failure  # noqa: F401
+from bowsvm.spark import (  # noqa: F401
+    FAIL_FIRST_ATTEMPT_ENV, SparkProgress, image_rows, maybe_inject_failure,
+)
 
 # bowsvm.coding (numba), bowsvm.io.features (scipy) and pyspark are imported inside the
 # functions that use them: the CLI imports every stage module to build its parser.
@@ -63,7 +66,10 @@ MAX_BATCH_BYTES = 64 * 2**20
 def add_arguments(parser) -> None:
     """The extract stage's options (the CLI's and jobs/extract_features.py's)."""
     add_feature_set_arguments(parser, "features")
-    parser.add_argument("--features", required=True, help="root folder of feature sets")
+    parser.add_argument("--features", required=True,
+                        help="root folder of feature sets, or a URI (s3://bucket/prefix?"
+                             "endpoint_override=HOST:PORT, hdfs://..., file:///...): "
+                             "docs/SCALING.md")
     parser.add_argument("--shard-mb", type=float, default=128.0,
                         help="target size of one feature shard in MB")
     parser.add_argument("--partitions", type=int, default=None,
@@ -76,8 +82,8 @@ def _preset(args):
     return feature_set_preset(args.preset or args.feature_set)
 
 
-def _output(args) -> Path:
-    return Path(args.features) / args.feature_set
+def _output(args):
+    return resolve(args.features) / args.feature_set  # a URI: a bowsvm.io.store.Location
 
 
 def _codebook_dir(args) -> Path:
@@ -228,14 +234,16 @@ TASK_RESULT_SCHEMA = pa.schema([("kind", pa.string()), ("split", pa.string()), (
 
 
 def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: int,
-                      rows_per_file: int):
+                      rows_per_file: int, run: str | None = None):
     """Write a task's feature batches as feature shards; yield the task's result rows.
 
     Files go to ``attempts_dir/SPLIT/part-PPPPP-K.aA.parquet``, one
     :class:`bowsvm.io.features.ShardWriter` series per split, a new file every
     ``rows_per_file`` rows. Each attempt writes its own files, so a failed
     attempt can never clobber a good one; the driver keeps only the files named
-    by successful attempts (:func:`commit_task_output`). The content depends
+    by successful attempts (:func:`commit_task_output`). Under a URI output
+    ``attempts_dir`` is the output's own prefix (a Location) and the names carry
+    the run tag ``run`` (:func:`bowsvm.io.features.attempt_file`). The content depends
     only on the partition's rows, so a retried task writes identical bytes on
     the same kind of machine (the PCA projection is a BLAS GEMM, whose rounding
     depends on the CPU and the BLAS thread count; the nearest-basis search does not).
@@ -256,7 +264,8 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
         for split in sorted(set(good.column("split").to_pylist())):
             if split not in writers:
                 writers[split] = ShardWriter(
-                    functools.partial(attempt_file, Path(attempts_dir) / split, partition, attempt),
+                    functools.partial(attempt_file, resolve(attempts_dir) / split, partition,
+                                      attempt, run=run),
                     dim, layout, rows_per_file)
             writers[split].write(good.filter(pc.equal(good.column("split"), split)).combine_chunks())
     for split in sorted(writers):
@@ -266,26 +275,32 @@ def write_task_output(batches, attempts_dir, partition: int, attempt: int, dim: 
         yield pa.RecordBatch.from_pylist(results, schema=TASK_RESULT_SCHEMA)
 
 
-def commit_task_output(results: list[dict], attempts_dir: Path, out: Path) -> list[dict]:
+def commit_task_output(results: list[dict], attempts_dir: Path, out) -> list[dict]:
     """Move the files of successful attempts to ``out/SPLIT/part-PPPPP-K.parquet``.
 
     ``results`` are the rows the job collected (Spark returns only those of the
-    successful attempt of each task). Returns the rejected rows.
+    successful attempt of each task). Returns the rejected rows. A URI output
+    (``out`` a :class:`bowsvm.io.store.StoreOutput`) is not renamed: each file
+    is registered where the task wrote it, and the commit lists exactly those
+    (the run's other files, of failed or losing attempts, are deleted then).
     """
     from bowsvm.io.features import committed_name
 
     for r in results:
-        if r["kind"] == "file":
+        if r["kind"] == "file" and isinstance(out, StoreOutput):
+            out.commit(out / r["split"] / posixpath.basename(r["path"]))
+        elif r["kind"] == "file":
             src = Path(r["path"])
             dst = out / r["split"] / committed_name(src)
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
-    shutil.rmtree(attempts_dir, ignore_errors=True)  # failed attempts' leftovers
+    if not isinstance(out, StoreOutput):
+        shutil.rmtree(attempts_dir, ignore_errors=True)  # failed attempts' leftovers
     return [r for r in results if r["kind"] == "reject"]
 
 
-def extract_partition(batches, cb_arrays, preset: dict, attempts_dir: str, dim: int,
-                      rows_per_file: int, task_cpus: int):
+def extract_partition(batches, cb_arrays, preset: dict, attempts_dir, dim: int,
+                      rows_per_file: int, task_cpus: int, run: str | None = None):
     """The ``mapInArrow`` function of the stage (on executors): batches in, result rows out.
 
     ``cb_arrays`` is the broadcast :meth:`bowsvm.coding.Codebook.arrays` (bases,
@@ -303,32 +318,33 @@ def extract_partition(batches, cb_arrays, preset: dict, attempts_dir: str, dim: 
     ctx = TaskContext.get()
     cb = Codebook(**cb_arrays.value)
     yield from write_task_output((feature_batch(rb, preset, cb) for rb in batches), attempts_dir,
-                                 ctx.partitionId(), ctx.taskAttemptId(), dim, rows_per_file)
+                                 ctx.partitionId(), ctx.taskAttemptId(), dim, rows_per_file, run)
 
 
-def feature_stats(folder: Path, dim: int) -> dict:
+def feature_stats(folder, dim: int, files=None) -> dict:
     """Rows per split, bytes on disk, per-shard entries, and the mean non-zeros per row.
 
     ``shards`` is :func:`bowsvm.io.features.shard_entries` (path, rows, bytes,
-    SHA-256 of every shard); the mean non-zeros come from the first shard.
+    SHA-256 of every shard; of ``files``, ``SPLIT/NAME`` paths, when given:
+    a URI output is not listed); the mean non-zeros come from the first shard.
     """
-    from bowsvm.io.features import shard_entries, split_names, table_to_features
+    from bowsvm.io.features import shard_entries, table_to_features
 
-    entries = shard_entries(folder)
-    counts = {s: 0 for s in split_names(folder)}
+    entries = shard_entries(folder, files)
+    counts: dict = {}
     for e in entries:
-        counts[e["split"]] += e["rows"]
-    nbytes, files = sum(e["bytes"] for e in entries), len(entries)
+        counts[e["split"]] = counts.get(e["split"], 0) + e["rows"]
+    nbytes, n_files = sum(e["bytes"] for e in entries), len(entries)
     nnz = None
     for split in ("train", *sorted(counts)):
-        fs = sorted((folder / split).glob("*.parquet")) if split in counts else []
+        fs = [e["path"] for e in entries if e["split"] == split]
         if fs:
-            t = parquet.read_table(fs[0], "feature shard")
+            t = parquet.read_table(folder / fs[0], "feature shard")
             if t.num_rows:
                 _, _, X = table_to_features(t, dim)
                 nnz = float((X.getnnz() if hasattr(X, "getnnz") else np.count_nonzero(X)) / t.num_rows)
                 break
-    return {"counts": counts, "bytes_on_disk": nbytes, "n_shards": files, "shards": entries,
+    return {"counts": counts, "bytes_on_disk": nbytes, "n_shards": n_files, "shards": entries,
             "mean_nnz": nnz, "density": (nnz / dim) if nnz is not None else None}
 
 
@@ -362,13 +378,16 @@ def run_spark(spark, args) -> int:
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     with SparkProgress(spark, "extract"), atomic_output_dir(
             out, args.overwrite, "extract", inputs, "--features/NAME") as tmp:
-        df = spark.read.parquet(str(shards)).select("id", "label", "split", "image")
+        df = image_rows(spark, args.images, ("id", "label", "split", "image"))
         n_images = images_manifest["n_images"]
         n_part = args.partitions or max(3 * sc.defaultParallelism, math.ceil(n_images / 2000))
-        attempts = str(tmp / "_attempts")
+        # a URI output has no rename: tasks write under its prefix, names tagged with the run
+        run = tmp.run if isinstance(tmp, StoreOutput) else None
+        attempts = tmp.root if run else str(tmp / "_attempts")
 
         def partition_fn(batches):
-            return extract_partition(batches, cb_arrays, preset, attempts, dim, per_file, task_cpus)
+            return extract_partition(batches, cb_arrays, preset, attempts, dim, per_file, task_cpus,
+                                     run)
 
         # Range partitions by id hold near-equal numbers of images (hash partitions of a
         # few hundred images differed by +-25%, and the job waits for the largest).
@@ -378,11 +397,14 @@ def run_spark(spark, args) -> int:
         rejects = commit_task_output([r.asDict() for r in results], tmp / "_attempts", tmp)
         n_rejected = len(rejects)
         if rejects:
-            (tmp / "rejects").mkdir()
+            rej = tmp / "rejects" / (tmp.tagged("part-00000.parquet") if run else "part-00000.parquet")
+            rej.parent.mkdir()
             parquet.write_table(pa.Table.from_pylist(
-                [{k: r[k] for k in ("id", "label", "split", "error")} for r in rejects]),
-                tmp / "rejects" / "part-00000.parquet")
-        stats = feature_stats(tmp, dim)
+                [{k: r[k] for k in ("id", "label", "split", "error")} for r in rejects]), rej)
+            if run:
+                tmp.commit(rej)
+        committed = [f for f in tmp.files if not f.startswith("rejects/")] if run else None
+        stats = feature_stats(tmp.root if run else tmp, dim, committed)
         n_done = sum(stats["counts"].values())
         if n_done + n_rejected != n_images:
             raise ValueError(
@@ -391,7 +413,7 @@ def run_spark(spark, args) -> int:
                 f"image shards in {str(shards)!r} (re-run `bowsvm prepare`)."
             )
         seconds = time.time() - t0
-        write_json_atomic(tmp / "manifest.json", {
+        write_manifest(tmp, {
             "stage": "extract",
             "feature_set": args.feature_set,
             "preset": preset["name"],
@@ -408,7 +430,7 @@ def run_spark(spark, args) -> int:
             "bytes_on_disk": stats["bytes_on_disk"],
             "mean_nnz": stats["mean_nnz"],
             "density": stats["density"],
-            "images": str(Path(args.images).absolute()),
+            "images": absolute(args.images),
             "seconds": round(seconds, 3),
             "spark_start_seconds": round(spark_start, 3),
             "images_per_second": round(n_done / seconds, 2) if seconds > 0 else None,

@@ -30,7 +30,7 @@ from bowsvm.io.images import (
     detect_layout, encode_gray_png, find_idx_pair, load_idx_dataset, normalize_image,
     read_image_file, scan_tree,
 )
-from bowsvm.io.manifest import write_json_atomic
+from bowsvm.io.manifest import write_manifest
 
 NAME = "prepare"
 ORDER = 10
@@ -65,7 +65,9 @@ def add_arguments(parser) -> None:
     src.add_argument("--fashion-mnist", metavar="DIR",
                      help="folder of the (Fashion-)MNIST IDX files, gzip or not "
                      "(Debian: /usr/share/datasets/fashion-mnist)")
-    parser.add_argument("--output", required=True, help="output folder for the image shards")
+    parser.add_argument("--output", required=True,
+                        help="output folder for the image shards, or a URI (s3://..., "
+                             "hdfs://...: docs/SCALING.md)")
     parser.add_argument("--max-side", type=int, default=500,
                         help="downsize so the longer side is at most this many pixels")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto",
@@ -375,7 +377,7 @@ def run_spark(spark, args) -> int:
         n_images = len(assign)
         n_dropped = sum(dropped.values())
         check_counts(source_info["n_input"], n_images, len(reasons))
-        write_json_atomic(tmp / "manifest.json", {
+        write_manifest(tmp, {
             "stage": NAME,
             "classes": classes,
             "counts": {s: dict(sorted(c.items())) for s, c in sorted(counts.items())},

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bowsvm._validation import check_int
 from bowsvm.io.atomic import check_target
+from bowsvm.io.store import resolve
 
 NAME = "score"
 ORDER = 60
@@ -36,7 +37,8 @@ def add_arguments(p) -> None:
     """The options of ``bowsvm score``."""
     p.add_argument("--feature-set", required=True, help="feature-set name (folder under --features and --models)")
     p.add_argument("--split", required=True, help="split to score, e.g. val or test")
-    p.add_argument("--features", default="features", help="root of the feature-set folders")
+    p.add_argument("--features", default="features",
+                   help="root of the feature-set folders, or a URI (docs/SCALING.md)")
     p.add_argument("--models", default="models", help="root of the model folders")
     p.add_argument("--scores", default="scores", help="root of the score folders to write")
     p.add_argument("--batch-rows", type=int, default=4096, help="rows per streamed batch")
@@ -44,7 +46,7 @@ def add_arguments(p) -> None:
 
 
 def _paths(features_dir, models_dir, scores_dir, feature_set: str, split: str):
-    fdir = Path(features_dir) / feature_set
+    fdir = resolve(features_dir) / feature_set  # a URI: a bowsvm.io.store.Location
     return fdir, Path(models_dir) / feature_set, Path(scores_dir) / feature_set / split
 
 

@@ -20,8 +20,9 @@ Two ways to run it, one stage:
     local run) and writes the model. The gathered model equals the local model
     trained with the same ``--groups`` and seed. ``--n-jobs`` is per task
     (default 1: keep tasks x threads <= cores); ``--resume`` is not supported
-    there (tasks restart from zero). Shards and the models folder must be on a
-    filesystem every executor sees.
+    there (tasks restart from zero). The models folder must be on a file
+    system every executor sees; the shards too, or at a URI (``--features
+    s3://...``: every task opens it with pyarrow).
 
 Determinism: epoch ``e`` visits the shards in the order
 ``default_rng([seed, e]).permutation`` and shuffles the rows of each chunk with
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING
 
 from bowsvm._validation import check_int, parse_bytes
 from bowsvm.io.atomic import prepare_target
+from bowsvm.io.store import absolute
 
 if TYPE_CHECKING:  # pyarrow: kept out of every CLI start-up
     from bowsvm.io.features import FeatureShards
@@ -82,7 +84,7 @@ def add_arguments(parser) -> None:
     """The options of ``bowsvm train`` and ``jobs/train_groups.py``."""
     parser.add_argument("--feature-set", required=True, metavar="NAME", help="feature set to train on")
     parser.add_argument("--features", default="features", metavar="DIR",
-                        help="root folder holding features/NAME/")
+                        help="root folder holding features/NAME/, or a URI (docs/SCALING.md)")
     parser.add_argument("--models", default="models", metavar="DIR", help="root folder for models/NAME/")
     parser.add_argument("--reg", default="1e-4", metavar="LAMBDA[,LAMBDA...]",
                         help="L2 penalty lambda; a comma-separated list trains every value in "
@@ -627,7 +629,7 @@ def run_spark(spark, args) -> int:
     staging = Path(args.models).absolute() / f".{fs.name}.groups"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    features = str(Path(args.features).absolute())
+    features = absolute(args.features)  # a URI stays a URI
     job = (args.feature_set, [asdict(h) for h in hypers], args.epochs, args.seed,
            args.memory_budget, n_jobs, args.groups, str(staging))
     results = (spark.sparkContext.parallelize(range(args.groups), args.groups)
