@@ -28,15 +28,39 @@ FAIL_FIRST_ATTEMPT_ENV = "BOWSVM_TEST_FAIL_FIRST_ATTEMPT"
 JVM_OOM_EXIT = 52
 
 
-def maybe_inject_failure() -> None:
-    """Raise on the first attempt of even-numbered tasks when the test variable is set."""
-    if os.environ.get(FAIL_FIRST_ATTEMPT_ENV):
-        from pyspark import TaskContext
+#: Test-only pause, ``SECONDS:FOLDER``: the first attempt of task 0 of every stage that
+#: calls :func:`maybe_inject_failure` writes ``FOLDER/task-<stage>-0.<pid>`` (the Python
+#: worker's pid) and then sleeps SECONDS, so a test can kill the executor that runs it
+#: while the task surely runs (tests/test_cluster_rehearsal.py).
+PAUSE_FIRST_ATTEMPT_ENV = "BOWSVM_TEST_PAUSE_FIRST_ATTEMPT"
 
-        ctx = TaskContext.get()
-        if ctx is not None and ctx.attemptNumber() == 0 and ctx.partitionId() % 2 == 0:
-            raise RuntimeError(f"injected failure ({FAIL_FIRST_ATTEMPT_ENV}) in task "
-                               f"{ctx.partitionId()} attempt 0")
+
+def maybe_inject_failure() -> None:
+    """The test hooks of a task (no-ops unless their variables are set).
+
+    With :data:`FAIL_FIRST_ATTEMPT_ENV`, raise on the first attempt of even-numbered
+    tasks; with :data:`PAUSE_FIRST_ATTEMPT_ENV`, announce the first attempt of task 0
+    in a marker file and pause.
+    """
+    fail, pause = os.environ.get(FAIL_FIRST_ATTEMPT_ENV), os.environ.get(PAUSE_FIRST_ATTEMPT_ENV)
+    if not (fail or pause):
+        return
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None or ctx.attemptNumber() != 0:
+        return
+    if pause and ctx.partitionId() == 0:
+        import time
+
+        seconds, folder = pause.split(":", 1)
+        marker = Path(folder) / f"task-{ctx.stageId()}-{ctx.partitionId()}.{os.getpid()}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        time.sleep(float(seconds))
+    if fail and ctx.partitionId() % 2 == 0:
+        raise RuntimeError(f"injected failure ({FAIL_FIRST_ATTEMPT_ENV}) in task "
+                           f"{ctx.partitionId()} attempt 0")
 
 
 def driver_memory_bytes(text: str | None) -> int:
@@ -158,6 +182,25 @@ def spark_submit(job: str, job_args: list[str], master: str = "local[*]",
     ValueError
         If a ``--conf`` entry is not KEY=VALUE.
     """
+    cmd = spark_submit_command(job, job_args, master, conf, driver_memory)
+    proc = subprocess.run(cmd, env=spark_env(env))
+    if proc.returncode == JVM_OOM_EXIT:
+        print(f"bowsvm: {job} exited with code {JVM_OOM_EXIT}: the Spark driver's JVM ran out "
+              f"of heap (java.lang.OutOfMemoryError) with --driver-memory {driver_memory}; "
+              f"raise --driver-memory (e.g. to twice that), or lower what the stage holds on "
+              f"the driver (its --memory-budget, where it has one).", file=sys.stderr, flush=True)
+    return proc.returncode
+
+
+def spark_submit_command(job: str, job_args: list[str], master: str = "local[*]",
+                         conf: list[str] | None = None, driver_memory: str = "2g") -> list[str]:
+    """The ``spark-submit`` command line that runs ``jobs/<job>`` (run it with :func:`spark_env`).
+
+    Raises
+    ------
+    ValueError
+        If a ``--conf`` entry is not KEY=VALUE.
+    """
     script = jobs_dir() / job
     cmd = [spark_submit_path(), "--master", master, "--driver-memory", driver_memory]
     conf = list(conf or [])
@@ -171,14 +214,7 @@ def spark_submit(job: str, job_args: list[str], master: str = "local[*]",
     if not master.startswith("local"):
         # Ship the package to remote executors as a zip (built once per call).
         cmd += ["--py-files", str(_package_zip())]
-    cmd += [str(script), *job_args]
-    proc = subprocess.run(cmd, env=spark_env(env))
-    if proc.returncode == JVM_OOM_EXIT:
-        print(f"bowsvm: {job} exited with code {JVM_OOM_EXIT}: the Spark driver's JVM ran out "
-              f"of heap (java.lang.OutOfMemoryError) with --driver-memory {driver_memory}; "
-              f"raise --driver-memory (e.g. to twice that), or lower what the stage holds on "
-              f"the driver (its --memory-budget, where it has one).", file=sys.stderr, flush=True)
-    return proc.returncode
+    return cmd + [str(script), *job_args]
 
 
 def _package_zip() -> Path:

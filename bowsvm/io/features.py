@@ -344,7 +344,11 @@ def attempt_file(folder, partition: int, attempt: int, k: int, run: str | None =
     Each attempt writes its own files (a :class:`ShardWriter` series), so a
     failed attempt can never clobber a good one; the driver keeps only the
     files named by the successful attempts (the extract stage's feature shards,
-    the codebook stage's descriptor sample). Under a URI output (no rename,
+    the codebook stage's descriptor sample). The tasks pass Spark's
+    ``TaskContext.taskAttemptId()``, unique within the application, not
+    ``attemptNumber()``: that restarts at 0 when a stage is re-attempted (after a
+    lost executor's shuffle output, ``FetchFailed``), while a task of the earlier
+    stage attempt may still be writing the same partition. Under a URI output (no rename,
     :mod:`bowsvm.io.store`) the files stay where they are written and carry
     the run's tag, ``part-PPPPP-KKK.RUN.aA.parquet``, so no run overwrites
     another's; ``folder`` is then a Location.

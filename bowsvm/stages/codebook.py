@@ -287,7 +287,7 @@ def sample_partition(rows, preset: dict, samples_per_image: int, seed: int, stag
 
     maybe_inject_failure()
     ctx = TaskContext.get()
-    part, attempt = ctx.partitionId(), ctx.attemptNumber()
+    part, attempt = ctx.partitionId(), ctx.taskAttemptId()  # unique: see attempt_file
     writer, blocks, buf, n_buf, first, last, dim = None, {}, [], 0, None, None, 0
 
     def flush():

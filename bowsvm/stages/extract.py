@@ -318,7 +318,7 @@ def extract_partition(batches, cb_arrays, preset: dict, attempts_dir, dim: int,
     ctx = TaskContext.get()
     cb = Codebook(**cb_arrays.value)
     yield from write_task_output((feature_batch(rb, preset, cb) for rb in batches), attempts_dir,
-                                 ctx.partitionId(), ctx.attemptNumber(), dim, rows_per_file, run)
+                                 ctx.partitionId(), ctx.taskAttemptId(), dim, rows_per_file, run)
 
 
 def feature_stats(folder, dim: int, files=None) -> dict:

@@ -281,6 +281,9 @@ def normalize_partition(records, max_side: int, max_pixels: int, fmt: str, quali
     """
     import numpy as np
 
+    from bowsvm.spark import maybe_inject_failure
+
+    maybe_inject_failure()
     for r in records:
         if r.pixels is not None:
             arr = np.frombuffer(r.pixels, dtype=np.uint8).reshape(r.shape)

@@ -621,6 +621,9 @@ def train_group(g: int, features: str, name: str, hypers: list, epochs: int, see
     from bowsvm.asgd.core import Hyper
     from bowsvm.io.features import open_feature_set
     from bowsvm.io.models import write_group_weights
+    from bowsvm.spark import maybe_inject_failure
+
+    maybe_inject_failure()
 
     def save(epoch, cands):
         for k, c in enumerate(cands):
