@@ -551,24 +551,37 @@ def kmeans_codebook(X, n_bases, pca_mean, pca_components, *, n_rows, random_stat
 
 
 def gmm_codebook(X, n_components, pca_mean, pca_components, *, random_state=0, max_iter=100,
-                 tol=1e-4, var_floor=1e-4, verbose=False):
-    """:func:`learn_gmm_codebook`'s EM on a sample already in coding space (in memory).
+                 tol=1e-4, var_floor=1e-4, verbose=False, n_rows=None):
+    """:func:`learn_gmm_codebook`'s EM on a sample already in coding space.
 
-    ``X`` (n, d) is the (PCA'd) sample, ``pca_mean`` / ``pca_components`` the
-    PCA it was projected with (or None); the other parameters and the
-    returned codebook are :func:`learn_gmm_codebook`'s.
+    ``X`` is the (PCA'd) sample: an (n, d) array in memory (:func:`bowsvm.coding.fit_gmm`,
+    initialised by scikit-learn's KMeans), or a callable returning an iterator of
+    (m, d) batches, streamed from disk (:func:`bowsvm.coding.kmeans.kmeans` for the
+    initial means, then :func:`bowsvm.coding.gmm.fit_gmm_streamed`; ``n_rows`` is then
+    the sample's row count, for ``meta``). ``pca_mean`` / ``pca_components`` are the
+    PCA it was projected with (or None); the other parameters and the returned
+    codebook are :func:`learn_gmm_codebook`'s.
 
     Raises
     ------
     ValueError
         As :func:`bowsvm.coding.fit_gmm`.
     """
-    from bowsvm.coding.gmm import fit_gmm
+    from bowsvm.coding.gmm import fit_gmm, fit_gmm_streamed
 
-    gmm = fit_gmm(X, n_components, random_state=random_state, max_iter=max_iter, tol=tol,
-                  var_floor=var_floor, verbose=verbose)
+    if callable(X):
+        from bowsvm.coding.kmeans import kmeans
+
+        init = kmeans(X, n_components, random_state=random_state, verbose=verbose)
+        gmm = fit_gmm_streamed(X, init.centers, max_iter=max_iter, tol=tol,
+                               var_floor=var_floor, verbose=verbose)
+        n, how = int(n_rows), "kmeans-lloyd"
+    else:
+        gmm = fit_gmm(X, n_components, random_state=random_state, max_iter=max_iter, tol=tol,
+                      var_floor=var_floor, verbose=verbose)
+        n, how = int(X.shape[0]), "kmeans"
     pca_dim = None if pca_components is None else int(pca_components.shape[0])
-    meta = {"method": "gmm", "init": "kmeans", "n_samples": int(X.shape[0]),
+    meta = {"method": "gmm", "init": how, "n_samples": n,
             "random_state": random_state, "max_iter": max_iter, "tol": tol,
             "var_floor": var_floor, "pca_dim": pca_dim, "n_iter": gmm.n_iter,
             "log_likelihood": gmm.log_likelihood, "converged": gmm.converged}

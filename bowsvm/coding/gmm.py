@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from bowsvm._validation import check_array, check_bool, check_choice, check_int, check_real
 
-__all__ = ["GMM", "fit_gmm"]
+__all__ = ["GMM", "fit_gmm", "fit_gmm_streamed"]
 
 _INITS = {"kmeans": "kmeans", "random": "random"}
 
@@ -186,6 +186,23 @@ def _e_step(X, w, mu, var, with_stats=True):
     return ll / n, S
 
 
+def _m_step(S, n, mu, var, floor):
+    """Weights, means and variances from the statistics ``S`` of :func:`_e_step` over ``n`` rows.
+
+    A component whose responsibility mass is below ``1e-10 n`` keeps its mean and variance.
+    """
+    D = mu.shape[1]
+    S2, S1, S0 = S[:, :D], S[:, D:2 * D], S[:, 2 * D]
+    nk = S0 + _NK_EPS
+    w = nk / nk.sum()
+    alive = S0 >= 1e-10 * n
+    mu_new = S1 / nk[:, None]
+    var_new = S2 / nk[:, None] - mu_new * mu_new
+    mu = np.where(alive[:, None], mu_new, mu)
+    var = np.where(alive[:, None], np.maximum(var_new, floor), var)
+    return w, mu, var
+
+
 def _nearest(X, means):
     """Index of the nearest mean of each row (float64 GEMM identity, ties: lower)."""
     n = X.shape[0]
@@ -351,14 +368,7 @@ def fit_gmm(
             print(f"[gmm] iteration {it} on {n} x {D} ({K} components): mean log-likelihood "
                   f"{ll:.6g}{change}, {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr, flush=True)
-        S2, S1, S0 = S[:, :D], S[:, D:2 * D], S[:, 2 * D]
-        nk = S0 + _NK_EPS
-        w = nk / nk.sum()
-        alive = S0 >= 1e-10 * n
-        mu_new = S1 / nk[:, None]
-        var_new = S2 / nk[:, None] - mu_new * mu_new
-        mu = np.where(alive[:, None], mu_new, mu)
-        var = np.where(alive[:, None], np.maximum(var_new, floor), var)
+        w, mu, var = _m_step(S, n, mu, var, floor)
         if abs(ll - prev) < tol:
             converged = True
             break
@@ -372,3 +382,115 @@ def fit_gmm(
         log_likelihood=ll,
         converged=converged,
     )
+
+
+def fit_gmm_streamed(batches, means_init, *, max_iter=100, tol=1e-4, var_floor=1e-4,
+                     verbose=False):
+    """:func:`fit_gmm` over a sample read batch by batch, never held whole (out of core).
+
+    Parameters
+    ----------
+    batches : callable
+        Returns a new iterator of ``(m, D)`` float arrays, the same rows in the same
+        order on every call (e.g. the codebook stage's staged sample, PCA'd batch by
+        batch). It is called once for the moments, once for the initial hard
+        clusters, once per EM iteration and once for the final log-likelihood.
+    means_init : (K, D) array_like
+        Initial means (e.g. K-means centres of the same rows).
+    max_iter, tol, var_floor, verbose
+        As for :func:`fit_gmm`.
+
+    Returns
+    -------
+    GMM
+        As :func:`fit_gmm` with ``means_init``. The arithmetic is the same, with the
+        E step summed batch by batch, so the result equals :func:`fit_gmm` on the
+        rows in memory to rounding. Memory: one batch and its float64 copies, and
+        ``K x (2D + 1)`` statistics.
+
+    Raises
+    ------
+    ValueError
+        As :func:`fit_gmm`: fewer rows than components, NaN/Inf rows, a sample
+        without variance, options out of range, batches of differing widths.
+    """
+    means_init = check_array("means_init", means_init, ndim=2)
+    K, D = means_init.shape
+    max_iter = check_int("max_iter", max_iter, low=1)
+    verbose = check_bool("verbose", verbose)
+    tol = check_real("tol", tol, low=0.0)
+    var_floor = check_real("var_floor", var_floor, low=0.0, low_open=True)
+
+    def each():
+        for b in batches():
+            b = np.asarray(b)
+            if b.ndim != 2 or b.shape[1] != D:
+                raise ValueError(f"a batch of shape {b.shape} does not have the means' "
+                                 f"{D} columns.")
+            if len(b):
+                yield b
+
+    n, total, total_sq = 0, np.zeros(D), np.zeros(D)
+    for b in each():
+        b = check_array("X", b, ndim=2, min_rows=1)
+        n += len(b)
+        total += b.sum(axis=0, dtype=np.float64)
+        total_sq += np.einsum("ij,ij->j", b, b, dtype=np.float64)
+    if K > n:
+        raise ValueError(f"n_components={K} exceeds the number of samples n={n}; pass a "
+                         f"larger sample or fewer components.")
+    center = total / n
+    dim_var = np.maximum(total_sq / n - center * center, 0.0)
+    mean_var = float(dim_var.mean())
+    if mean_var <= 0:
+        raise ValueError("X has zero variance in every dimension (all samples equal); a "
+                         "mixture needs a spread sample.")
+    floor = var_floor * mean_var
+
+    def centred():
+        for b in each():
+            yield np.subtract(b, center, dtype=np.float64)
+
+    means0 = np.asarray(means_init, dtype=np.float64) - center
+    counts, sums, sq = np.zeros(K), np.zeros((K, D)), np.zeros((K, D))
+    for Xc in centred():
+        labels = _nearest(Xc, means0)
+        counts += np.bincount(labels, minlength=K)
+        onehot = sp.csr_matrix((np.ones(len(Xc)), (labels, np.arange(len(Xc)))),
+                               shape=(K, len(Xc)))
+        sums += onehot @ Xc
+        sq += onehot @ (Xc * Xc)
+    mu = means0.copy()
+    var = np.broadcast_to(dim_var, (K, D)).copy()
+    has, many = counts > 0, counts > 1
+    mu[has] = sums[has] / counts[has, None]
+    var[many] = sq[many] / counts[many, None] - mu[many] ** 2
+    np.maximum(var, floor, out=var)
+    nk = counts + _NK_EPS
+    w = nk / nk.sum()
+
+    def e_step(with_stats=True):
+        ll, S = 0.0, np.zeros((K, 2 * D + 1))
+        for Xc in centred():
+            ll_b, S_b = _e_step(Xc, w, mu, var, with_stats)
+            ll += ll_b * len(Xc)
+            S += S_b
+        return ll / n, S
+
+    prev, converged, it = -np.inf, False, 0
+    t0 = time.perf_counter()
+    for it in range(1, max_iter + 1):
+        ll, S = e_step()
+        if verbose:
+            change = "" if not np.isfinite(prev) else f" ({ll - prev:+.3g})"
+            print(f"[gmm] iteration {it} on {n} x {D} ({K} components, streamed): mean "
+                  f"log-likelihood {ll:.6g}{change}, {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr, flush=True)
+        w, mu, var = _m_step(S, n, mu, var, floor)
+        if abs(ll - prev) < tol:
+            converged = True
+            break
+        prev = ll
+    ll, _ = e_step(with_stats=False)
+    return GMM(weights=w / w.sum(), means=mu + center, variances=var, n_iter=it,
+               log_likelihood=ll, converged=converged)

@@ -36,9 +36,10 @@ which, and the sample's size in bytes; the manifest records it):
   or EM (:func:`bowsvm.coding.gmm_codebook`).
 - ``out-of-core-streamed``: the PCA'd sample exceeds the budget too; K-means reads the
   staging files every pass (batches of :data:`STREAM_ROWS` rows, projected as read:
-  the same batches as the held path's, so the same bits). A GMM is refused (EM
-  holds its sample), so is ``--kmeans minibatch``, naming ``--memory-budget`` and
-  the value it needs.
+  the same batches as the held path's, so the same bits). A GMM's EM streams them
+  as well (:func:`bowsvm.coding.gmm.fit_gmm_streamed`, initialised by bowsvm's
+  K-means on the same batches; one pass per EM iteration). ``--kmeans minibatch``
+  is refused (it holds its sample), naming ``--memory-budget`` and the value it needs.
 - ``mllib`` (``--kmeans mllib``, or ``auto`` above ``--mllib-threshold`` rows):
   Spark reads the staging files, projects them with the moments' PCA in the tasks
   and runs MLlib's KMeans (:func:`mllib_codebook`).
@@ -491,8 +492,8 @@ def memory_path(sample: StagedSample, engine: str, pca_dim, budget: int) -> tupl
     Raises
     ------
     ValueError
-        If a GMM (Fisher preset) or ``--kmeans minibatch`` would need more than
-        ``--memory-budget`` (names the option and the value needed).
+        If ``--kmeans minibatch`` would need more than ``--memory-budget``
+        (names the option and the value needed).
     """
     if engine == "mllib":
         return "mllib", 0
@@ -508,12 +509,6 @@ def memory_path(sample: StagedSample, engine: str, pca_dim, budget: int) -> tupl
     held = 4 * sample.n * (pca_dim or sample.dim)
     if held <= budget:
         return "out-of-core-held", held
-    if engine == "gmm":
-        raise ValueError(
-            f"the GMM of a Fisher vector preset is fitted on the PCA'd sample in memory: "
-            f"{sample.n} x {pca_dim or sample.dim} float32 = {_size(held)}, more than "
-            f"--memory-budget {_size(budget)}; raise --memory-budget to at least "
-            f"{_size(held)} (or lower --n-samples).")
     return "out-of-core-streamed", 4 * STREAM_ROWS * (sample.dim + (pca_dim or 0))
 
 
@@ -693,7 +688,8 @@ def run_spark(spark, args) -> int:
                     if engine == "gmm":
                         cb = gmm_codebook(rows, n_bases, mean, comps, random_state=seed,
                                           max_iter=cb_conf["em_max_iter"], tol=cb_conf["em_tol"],
-                                          var_floor=cb_conf["var_floor"], verbose=True)
+                                          var_floor=cb_conf["var_floor"], verbose=True,
+                                          n_rows=sample.n)
                     else:
                         cb = kmeans_codebook(rows, n_bases, mean, comps, n_rows=sample.n,
                                              random_state=seed, verbose=True)
