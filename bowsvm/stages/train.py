@@ -184,8 +184,8 @@ def average_start(args, n_train: int | None) -> int:
 
 def train_rows(fs) -> int | None:
     """Rows of the train split as the feature set's manifest counts them (None if absent)."""
-    counts = (fs.manifest.get("counts") or {}).get("train")
-    if isinstance(counts, dict):  # {class: rows}, as extract writes it
+    counts = (fs.manifest.get("counts") or {}).get("train")  # extract: {split: rows}
+    if isinstance(counts, dict):  # {class: rows}, as prepare counts images
         return int(sum(counts.values()))
     return int(counts) if isinstance(counts, int) else None
 
