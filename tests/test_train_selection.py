@@ -90,8 +90,9 @@ def test_lists_choose_on_val_and_equal_training_alone(noisy, tmp_path, capsys):
     h = man["hyper_parameters"]
     assert (h["reg"], h["eta0"], h["pos_weight"]) == (tried[k]["reg"], tried[k]["eta0"],
                                                        tried[k]["pos_weight"])
+    assert h["average_start"] == 400  # the default: after the first epoch of 400 rows
     assert train(noisy, tmp_path / "alone", "--reg", repr(h["reg"]), "--eta0", repr(h["eta0"]),
-                 "--pos-weight", repr(h["pos_weight"]), *opts) == 0
+                 "--pos-weight", repr(h["pos_weight"]), "--average-start", "400", *opts) == 0
     c2, b2, man2, log2 = load(tmp_path / "alone")
     assert coef.tobytes() == c2.tobytes() and b.tobytes() == b2.tobytes()
     assert _strip(log) == _strip(log2) and "setting" not in log[0]
