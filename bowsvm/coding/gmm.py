@@ -356,16 +356,22 @@ def fit_gmm(
         rng = np.random.default_rng(random_state)
         means0 = Xc[np.sort(rng.choice(n, size=K, replace=False))].copy()
     w, mu, var = _init_from_means(Xc, means0, floor)
+    return _em(lambda w, mu, var, stats: _e_step(Xc, w, mu, var, stats), n, w, mu, var,
+               center, floor, max_iter, tol, verbose, f"{n} x {D} ({K} components)")
 
+
+def _em(e_step, n, w, mu, var, center, floor, max_iter, tol, verbose, what):
+    """EM iterations from ``(w, mu, var)`` (centred); ``e_step(w, mu, var, with_stats)``
+    is :func:`_e_step` over all rows. Returns the :class:`GMM`, shifted back by ``center``."""
     prev = -np.inf
     converged = False
     it = 0
     t0 = time.perf_counter()
     for it in range(1, max_iter + 1):
-        ll, S = _e_step(Xc, w, mu, var)
+        ll, S = e_step(w, mu, var, True)
         if verbose:
             change = "" if not np.isfinite(prev) else f" ({ll - prev:+.3g})"
-            print(f"[gmm] iteration {it} on {n} x {D} ({K} components): mean log-likelihood "
+            print(f"[gmm] iteration {it} on {what}: mean log-likelihood "
                   f"{ll:.6g}{change}, {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr, flush=True)
         w, mu, var = _m_step(S, n, mu, var, floor)
@@ -373,7 +379,7 @@ def fit_gmm(
             converged = True
             break
         prev = ll
-    ll, _ = _e_step(Xc, w, mu, var, with_stats=False)
+    ll, _ = e_step(w, mu, var, False)
     return GMM(
         weights=w / w.sum(),
         means=mu + center,
@@ -469,7 +475,7 @@ def fit_gmm_streamed(batches, means_init, *, max_iter=100, tol=1e-4, var_floor=1
     nk = counts + _NK_EPS
     w = nk / nk.sum()
 
-    def e_step(with_stats=True):
+    def e_step(w, mu, var, with_stats):
         ll, S = 0.0, np.zeros((K, 2 * D + 1))
         for Xc in centred():
             ll_b, S_b = _e_step(Xc, w, mu, var, with_stats)
@@ -477,20 +483,5 @@ def fit_gmm_streamed(batches, means_init, *, max_iter=100, tol=1e-4, var_floor=1
             S += S_b
         return ll / n, S
 
-    prev, converged, it = -np.inf, False, 0
-    t0 = time.perf_counter()
-    for it in range(1, max_iter + 1):
-        ll, S = e_step()
-        if verbose:
-            change = "" if not np.isfinite(prev) else f" ({ll - prev:+.3g})"
-            print(f"[gmm] iteration {it} on {n} x {D} ({K} components, streamed): mean "
-                  f"log-likelihood {ll:.6g}{change}, {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr, flush=True)
-        w, mu, var = _m_step(S, n, mu, var, floor)
-        if abs(ll - prev) < tol:
-            converged = True
-            break
-        prev = ll
-    ll, _ = e_step(with_stats=False)
-    return GMM(weights=w / w.sum(), means=mu + center, variances=var, n_iter=it,
-               log_likelihood=ll, converged=converged)
+    return _em(e_step, n, w, mu, var, center, floor, max_iter, tol, verbose,
+               f"{n} x {D} ({K} components, streamed)")
