@@ -179,7 +179,8 @@ def main(argv=None):
         hp = man["hyper_parameters"]
         clf = ASGDClassifier(reg=a.reg, eta0=a.eta0, power=hp["power"],
                              average_start=hp["average_start"], bias_lr=hp["bias_lr"],
-                             block_size=hp["block_size"])
+                             average_decay=hp.get("average_decay", 0.0),
+                             block_size=hp["block_size"], pos_weight=hp["pos_weight"])
         classes = np.arange(a.classes)
         t = time.perf_counter()
         for e in range(1, a.epochs + 1):

@@ -16,7 +16,7 @@ EPOCHS=${BOWSVM_DEMO_EPOCHS:-5}
 # Hyper-parameters chosen on the val split (docs/BENCHMARKS.md, "End to end"), before the
 # defaults re-weighted positives and averaged from the second epoch: pinned, so the demo
 # gives the figures the README states.
-TRAIN_OPTS=(--reg 1e-5 --eta0 0.1 --pos-weight 1 --average-start 0 --epochs "$EPOCHS")
+TRAIN_OPTS=(--reg 1e-5 --eta0 0.1 --pos-weight 1 --average-start 0 --average-decay 0 --bias-lr 0.1 --epochs "$EPOCHS")
 [ "${BOWSVM_DEMO_FRESH:-0}" = 1 ] && rm -rf "$OUT"
 mkdir -p "$OUT"
 T0=$(date +%s)

@@ -209,13 +209,16 @@ def naive_sv_pool(Z, B, s, centers, shape, grids, normalize=True):
 
 # ---- asgd (sequential SGD / ASGD) -----------------------------------------
 def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr,
-                    averaged=True, epochs=1, orders=None, t_start=0, pos_weight=1.0):
+                    averaged=True, epochs=1, orders=None, t_start=0, pos_weight=1.0,
+                    average_decay=0.0):
     """Plain sequential one-vs-all ASGD in float64, sample by sample.
 
     ``X`` dense (n, d) (densified if sparse), ``y`` class indices, ``row_class``
     the positive class of each row; ``orders`` an optional list of per-epoch
     permutations; a positive sample's hinge loss weighs ``pos_weight`` (the
-    SGD step on ``reg/2 |w|^2 + q_i hinge_i``). Returns (wbar, bbar, w, b, t).
+    SGD step on ``reg/2 |w|^2 + q_i hinge_i``); after ``average_start`` the
+    average moves by ``alpha = (k + 1) / (t - average_start + k)``, ``k`` =
+    ``average_decay``. Returns (wbar, bbar, w, b, t).
     """
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
     C = len(row_class)
@@ -231,7 +234,8 @@ def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr
             t += 1
             x = X[i]
             eta = eta0 / (1.0 + reg * eta0 * t) ** power
-            alpha = 1.0 / (t - average_start) if (averaged and t > average_start) else 1.0
+            k = average_decay
+            alpha = (k + 1.0) / (t - average_start + k) if (averaged and t > average_start) else 1.0
             for c in range(C):
                 yc = 1.0 if y[i] == row_class[c] else -1.0
                 margin = yc * (w[c] @ x + b[c])

@@ -80,6 +80,25 @@ def test_pos_weight_matches_sequential(dense50, block_size, path, monkeypatch):
     assert _rel(sgd.coef_, w1) < 1e-5 and _rel(sgd.intercept_, b1) < 1e-5
 
 
+@pytest.mark.parametrize("block_size", [1, 7, 256])
+@pytest.mark.parametrize("path", ["dense", "walk", "blocks"])
+@pytest.mark.parametrize("decay", [1.0, 3.5])
+def test_average_decay_matches_sequential(dense50, block_size, path, decay, monkeypatch):
+    """Polynomial-decay averaging: every path equals the naive weighted average."""
+    X, y, _ = dense50
+    wbar, bbar, _, _, _ = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2,
+                                          average_decay=decay, **KW)
+    plain = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2, **KW)[0]
+    assert _rel(plain, wbar) > 0.01  # the decay matters here
+    if path != "dense":
+        monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if path == "walk" else 0.0)
+    Xin = sp.csr_matrix(X) if path != "dense" else X
+    m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, average_start=60,
+                       average_decay=decay, **KW).fit(Xin, y)
+    assert _rel(m.coef_, wbar) < 1e-5
+    assert _rel(m.intercept_, bbar) < 1e-5
+
+
 def test_pos_weight_auto_and_one_is_unweighted(dense50):
     X, y, _ = dense50
     from bowsvm.asgd.trainer import auto_pos_weight

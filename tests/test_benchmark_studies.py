@@ -40,3 +40,20 @@ def test_one_pass_refuses_options_that_are_not_lists(tmp_path, capsys):
     with pytest.raises(SystemExit):  # before any training: there is no feature set
         _study(tmp_path, "bad", "--grid", "power=1", "--one-pass")
     assert "--one-pass: ['power'] cannot be given as lists" in capsys.readouterr().err
+
+
+def test_dcd_study_block_form_equals_sequential_and_learns(tmp_path, capsys):
+    """benchmarks/study_dcd.py (issue 16's solver study): its block-exact DCD equals the
+    sequential DCD (its own check), and on a generated feature set it learns."""
+    import study_dcd
+
+    study_dcd.check()
+    make_feature_set(tmp_path / "features", n=(400, 120), C=5, seed=3)
+    assert study_dcd.main(["--features", str(tmp_path / "features"), "--feature-set", "fs",
+                           "--epochs", "3", "--block-size", "16", "--n-jobs", "1"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    epochs = [x for x in lines if "epoch" in x]
+    assert [x["epoch"] for x in epochs] == [1, 2, 3]
+    loaded = next(x for x in lines if "loaded" in x)
+    assert loaded["loaded"][0] == 400 and loaded["classes"] == 5
+    assert epochs[-1]["top1"] > 0.5 and epochs[-1]["support_pairs"] > 0

@@ -71,7 +71,7 @@ def reseal(folder):
 
 #: The references below are written for plain one-vs-all weights averaged from the
 #: start; ``extra`` may override (argparse keeps an option's last value).
-PLAIN = ("--pos-weight", "1", "--average-start", "0")
+PLAIN = ("--pos-weight", "1", "--average-start", "0", "--average-decay", "0", "--bias-lr", "0.1")
 
 
 def train(features, models, *extra):

@@ -92,7 +92,9 @@ def test_lists_choose_on_val_and_equal_training_alone(noisy, tmp_path, capsys):
                                                        tried[k]["pos_weight"])
     assert h["average_start"] == 400  # the default: after the first epoch of 400 rows
     assert train(noisy, tmp_path / "alone", "--reg", repr(h["reg"]), "--eta0", repr(h["eta0"]),
-                 "--pos-weight", repr(h["pos_weight"]), "--average-start", "400", *opts) == 0
+                 "--pos-weight", repr(h["pos_weight"]), "--average-start", "400",
+                 "--average-decay", repr(h["average_decay"]), "--bias-lr", repr(h["bias_lr"]),
+                 *opts) == 0
     c2, b2, man2, log2 = load(tmp_path / "alone")
     assert coef.tobytes() == c2.tobytes() and b.tobytes() == b2.tobytes()
     assert _strip(log) == _strip(log2) and "setting" not in log[0]
@@ -197,8 +199,9 @@ def test_lists_need_a_val_split(tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore:the shards' Parquet row groups")
 def test_defaults_reweight_average_after_one_epoch_and_quarter_the_calibrated_step(tmp_path):
     """`bowsvm train` with no training option (the defaults chosen for 5 epochs, issue 16):
-    pos-weight auto, averaging from the second epoch, a quarter of the calibrated eta0;
-    the model equals the sequential algorithm with those values."""
+    pos-weight auto, averaging from the second epoch with recent iterates weighted
+    (average-decay 3), bias step 0.02, a quarter of the calibrated eta0; the model equals
+    the sequential algorithm with those values."""
     import argparse
 
     from bowsvm.asgd.trainer import ETA0_AUTO_FRACTION, calibrate_eta0
@@ -219,6 +222,7 @@ def test_defaults_reweight_average_after_one_epoch_and_quarter_the_calibrated_st
     q = 5 / np.sqrt(6)
     assert hp["pos_weight"] == pytest.approx(q)
     assert hp["average_start"] == train_info.n == 300
+    assert hp["average_decay"] == 3.0 and hp["bias_lr"] == 0.02
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tiny budget's row-group warning
         rows = rows_per_chunk(fs, train_info, parse_bytes(budget))
@@ -229,7 +233,7 @@ def test_defaults_reweight_average_after_one_epoch_and_quarter_the_calibrated_st
     X, y, _ = _sequence(feats, budget, 7, 2)
     wbar, bbar, *_ = asgd_sequential(X, y, np.arange(6), reg=hp["reg"], eta0=hp["eta0"],
                                      power=hp["power"], average_start=300, bias_lr=hp["bias_lr"],
-                                     pos_weight=q)
+                                     pos_weight=q, average_decay=3.0)
     np.testing.assert_allclose(coef, wbar, rtol=0, atol=1e-4 * np.abs(wbar).max())
     np.testing.assert_allclose(b, bbar, rtol=0, atol=1e-4 * np.abs(bbar).max())
     # auto is one epoch only when there is a second; a number is taken as given

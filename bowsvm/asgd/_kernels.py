@@ -25,8 +25,8 @@ _FLAGS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
 
 @njit(**_FLAGS)
-def block_schedule(P, t_start, n_steps, eta0, reg, power, average_start, averaged,
-                   bound, force_first, p11_prev, coef_v, coef_u, eta_out, alpha_out,
+def block_schedule(P, t_start, n_steps, eta0, reg, power, average_start, average_decay,
+                   averaged, bound, force_first, p11_prev, coef_v, coef_u, eta_out, alpha_out,
                    P_out):
     """Scalars of the next ``n_steps`` steps under the projection transform.
 
@@ -64,7 +64,7 @@ def block_schedule(P, t_start, n_steps, eta0, reg, power, average_start, average
         eta = eta0 / (1.0 + reg * eta0 * t) ** power
         s = 1.0 - reg * eta
         if averaged and t > average_start:
-            alpha = 1.0 / (t - average_start)
+            alpha = (average_decay + 1.0) / (t - average_start + average_decay)
         else:
             alpha = 1.0
         n11 = s * p11
@@ -174,12 +174,15 @@ def sparse_rows_update(V, U, A, ratio, XB, update_u, n_threads):
                 a = A[c, j]
                 if a != 0.0:
                     av = V.dtype.type(a)
-                    for k in range(d):
-                        V[c, k] += av * XB[j, k]
-                    if update_u:
+                    if update_u:  # one pass over the sample's row for both matrices
                         au = U.dtype.type(a * ratio[j])
                         for k in range(d):
-                            U[c, k] += au * XB[j, k]
+                            x = XB[j, k]
+                            V[c, k] += av * x
+                            U[c, k] += au * x
+                    else:
+                        for k in range(d):
+                            V[c, k] += av * XB[j, k]
 
 
 @njit(**_FLAGS)

@@ -45,6 +45,7 @@ class Hyper:
     eta0: float = 0.1
     power: float = 2 / 3
     average_start: int = 0
+    average_decay: float = 0.0
     bias_lr: float = 0.1
     averaged: bool = True
     block_size: int = 256
@@ -237,7 +238,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
         if not hyper.averaged or t1 <= hyper.average_start + 1:
             state.enter_alpha_one()
         args = (state.t, B, hyper.eta0, hyper.reg, hyper.power, hyper.average_start,
-                hyper.averaged, BOUND)
+                hyper.average_decay, hyper.averaged, BOUND)
         m = _kernels.block_schedule(state.P, *args, False, p11_prev, coef_v, coef_u,
                                     eta, alpha, P_out)
         if m == 0:

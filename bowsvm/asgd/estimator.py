@@ -39,6 +39,10 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     average_start : int, default=0
         Averaging weight ``alpha_t = 1`` for ``t <= average_start`` and
         ``1 / (t - average_start)`` after.
+    average_decay : float, default=0.0
+        Weight recent iterates more in the average: after ``average_start``,
+        ``alpha_t = (k + 1) / (t - average_start + k)`` with ``k`` this value
+        (Shamir and Zhang's polynomial-decay averaging); 0 is the plain mean.
     bias_lr : float, default=0.1
         Step factor of the bias: on a violation ``b += bias_lr * eta_t * y``.
         The bias is not regularised (never shrunk).
@@ -117,13 +121,14 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, reg=1e-4, eta0=0.1, power=2 / 3, average_start=0, bias_lr=0.1,
-                 max_epochs=5, shuffle=True, random_state=None, block_size=256,
+                 average_decay=0.0, max_epochs=5, shuffle=True, random_state=None, block_size=256,
                  n_jobs=None, averaged=True, pos_weight=1.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=5):
         self.reg = reg
         self.eta0 = eta0
         self.power = power
         self.average_start = average_start
+        self.average_decay = average_decay
         self.bias_lr = bias_lr
         self.max_epochs = max_epochs
         self.shuffle = shuffle
@@ -164,6 +169,7 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         return Hyper(
             reg=reg, eta0=eta0, power=power, pos_weight=pos_weight,
             average_start=check_int("average_start", self.average_start, low=0),
+            average_decay=check_real("average_decay", self.average_decay, low=0.0),
             bias_lr=check_real("bias_lr", self.bias_lr, low=0.0),
             averaged=bool(self.averaged),
             block_size=check_int("block_size", self.block_size, low=1),

@@ -107,7 +107,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--average-start", default="auto", metavar="N",
                         help="start averaging after this many samples; 'auto': after the "
                              "first epoch (from the start when --epochs is 1)")
-    parser.add_argument("--bias-lr", type=float, default=0.1, help="bias step factor (bias unregularised)")
+    parser.add_argument("--average-decay", type=float, default=3.0, metavar="K",
+                        help="weight recent iterates more in the average: alpha_t = "
+                             "(K + 1) / (t - start + K) after the start (the weight of "
+                             "iterate s grows like s^K); 0 is the plain mean")
+    parser.add_argument("--bias-lr", type=float, default=0.02,
+                        help="bias step factor: b += bias-lr x the weights' step (the bias is "
+                             "not regularised)")
     parser.add_argument("--epochs", type=int, default=5, help="passes over the train split")
     parser.add_argument("--memory-budget", default="2GB",
                         help="bytes for data chunks in memory (weights come on top: 2 x C x dim x 4)")
@@ -226,6 +232,7 @@ def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[
                 q = auto_pos_weight(n_classes) if q is None else q
                 est = ASGDClassifier(reg=reg, eta0=eta0 if eta0 is not None else 1e-3,
                                      power=args.power, average_start=avg_start,
+                                     average_decay=args.average_decay,
                                      bias_lr=args.bias_lr, block_size=args.block_size,
                                      averaged=not args.no_average, pos_weight=q)
                 try:
@@ -245,7 +252,8 @@ def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[
 
 
 #: Estimator parameter names -> the options of ``bowsvm train`` (in error messages).
-_OPTION_NAMES = (("average_start", "--average-start"), ("bias_lr", "--bias-lr"),
+_OPTION_NAMES = (("average_start", "--average-start"), ("average_decay", "--average-decay"),
+                 ("bias_lr", "--bias-lr"),
                  ("block_size", "--block-size"), ("pos_weight", "--pos-weight"),
                  ("power", "--power"), ("eta0", "--eta0"), ("reg", "--reg"))
 
