@@ -78,8 +78,12 @@ def dcd_walk(M, G, qd, y, idx, alpha, upos, uneg, A, n_threads):
                     A[c, j] = 0.0
 
 
-def dcd_epoch(W, bw, alpha, X, y, order, sq, upos, uneg, block, n_threads):
-    """One epoch over ``order`` in blocks; W (C, d) and bw (C,) updated in place."""
+def dcd_epoch(W, bw, alpha, X, y, order, sq, upos, uneg, block, n_threads, avg=None):
+    """One epoch over ``order`` in blocks; W (C, d) and bw (C,) updated in place.
+
+    ``avg``: None, or a list [Wbar, bbar, count] that takes the running mean of the
+    iterates after each block (``--average-from``).
+    """
     for s in range(0, len(order), block):
         idx = order[s:s + block]
         XB = X[idx]
@@ -92,6 +96,10 @@ def dcd_epoch(W, bw, alpha, X, y, order, sq, upos, uneg, block, n_threads):
         dcd_walk(M, G, sq[idx], y[idx], idx, alpha, upos, uneg, A, n_threads)
         W += A.astype(W.dtype) @ XB
         bw += A.sum(axis=1)
+        if avg is not None:
+            avg[2] += 1
+            avg[0] += (W - avg[0]) / np.float32(avg[2])
+            avg[1] += (bw - avg[1]) / avg[2]
 
 
 def naive_dcd(X, y, C, reg, q, orders):
@@ -144,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--average-from", type=int, default=0, metavar="EPOCH",
+                   help="also score the running mean of the iterates (one per block) from "
+                        "this epoch on (0: off)")
     a = p.parse_args(argv)
     check()
     folder = Path(a.features) / a.feature_set
@@ -159,21 +170,27 @@ def main(argv=None) -> int:
     W = np.zeros((C, X.shape[1]), np.float32)
     bw = np.zeros(C)
     alpha = np.zeros((C, n))
+    avg = [np.zeros_like(W), np.zeros(C), 0] if a.average_from else None
     n_jobs = resolve_n_jobs(a.n_jobs)
     with thread_limit(n_jobs):
         for e in range(1, a.epochs + 1):
             t = time.perf_counter()
             order = np.random.default_rng([a.seed, e]).permutation(n)
             dcd_epoch(W, bw, alpha, X, y, order, sq, q / (a.reg * n), 1.0 / (a.reg * n),
-                      a.block_size, n_jobs)
+                      a.block_size, n_jobs, avg if avg is not None and e >= a.average_from else None)
             sec = time.perf_counter() - t
+            row = {}
+            if avg is not None and avg[2]:
+                Sa = np.asarray(Xv @ avg[0].T) + avg[1][None, :]
+                row["top1_averaged"] = round(float(np.mean(Sa.argmax(1) == yv)), 4)
             S = np.asarray(Xv @ W.T) + bw[None, :]
             top5 = np.argsort(-S, axis=1)[:, :5]
             print(json.dumps({"epoch": e, "seconds": round(sec, 1),
                               "top1": round(float(np.mean(top5[:, 0] == yv)), 4),
                               "top5": round(float(np.mean((top5 == yv[:, None]).any(1))), 4),
                               "support_pairs": int(np.count_nonzero(alpha)),
-                              "at_positive_bound": int(np.count_nonzero(alpha >= q / (a.reg * n)))}),
+                              "at_positive_bound": int(np.count_nonzero(alpha >= q / (a.reg * n))),
+                              **row}),
                   flush=True)
     return 0
 

@@ -257,6 +257,8 @@ def test_zero_rows_and_one_sample_blocks():
     (dict(reg=-1.0), ValueError, "reg=-1.0 is out of range"),
     (dict(eta0=0.0), ValueError, "eta0=0.0 is out of range"),
     (dict(block_size=0), ValueError, "block_size=0 is too small"),
+    (dict(average_decay=-1.0), ValueError, "average_decay=-1.0 is out of range"),
+    (dict(average_decay=float("nan")), ValueError, "average_decay"),
     (dict(max_epochs=1.5), TypeError, "max_epochs must be an integer"),
     (dict(n_jobs=0), ValueError, "n_jobs=0"),
     (dict(averaged="yes"), TypeError, "averaged must be True or False"),

@@ -50,10 +50,13 @@ def test_dcd_study_block_form_equals_sequential_and_learns(tmp_path, capsys):
     study_dcd.check()
     make_feature_set(tmp_path / "features", n=(400, 120), C=5, seed=3)
     assert study_dcd.main(["--features", str(tmp_path / "features"), "--feature-set", "fs",
-                           "--epochs", "3", "--block-size", "16", "--n-jobs", "1"]) == 0
+                           "--epochs", "3", "--block-size", "16", "--n-jobs", "1",
+                           "--average-from", "2"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     epochs = [x for x in lines if "epoch" in x]
     assert [x["epoch"] for x in epochs] == [1, 2, 3]
     loaded = next(x for x in lines if "loaded" in x)
     assert loaded["loaded"][0] == 400 and loaded["classes"] == 5
     assert epochs[-1]["top1"] > 0.5 and epochs[-1]["support_pairs"] > 0
+    assert "top1_averaged" not in epochs[0]  # averaging from the second epoch
+    assert all(x["top1_averaged"] > 0.5 for x in epochs[1:])

@@ -179,6 +179,8 @@ def test_option_errors(noisy, tmp_path, capsys):
          "--reg 2 with --eta0 0.6 and --pos-weight 1: --reg * --eta0 = 1.2 must be below 1"),
         (["--power", "-1"], "--power=-1.0 is out of range; expected --power >= 0.0"),
         (["--block-size", "0"], "--block-size"),
+        (["--average-decay", "-2"],
+         "--average-decay=-2.0 is out of range; expected --average-decay >= 0.0"),
     ]
     for extra, match in cases:
         assert train(noisy, m, *extra) == 2, extra

@@ -121,9 +121,9 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, reg=1e-4, eta0=0.1, power=2 / 3, average_start=0, bias_lr=0.1,
-                 average_decay=0.0, max_epochs=5, shuffle=True, random_state=None, block_size=256,
+                 max_epochs=5, shuffle=True, random_state=None, block_size=256,
                  n_jobs=None, averaged=True, pos_weight=1.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=5):
+                 validation_fraction=0.1, n_iter_no_change=5, average_decay=0.0):
         self.reg = reg
         self.eta0 = eta0
         self.power = power
