@@ -57,6 +57,14 @@ def test_matches_sequential_50_classes(dense50, block_size, n_jobs, average_star
     assert m.t_ == t == 480
 
 
+def _on_path(X, path, monkeypatch):
+    """X as the trainer path ``path`` sees it: dense, CSR walked, or CSR densified per block."""
+    if path == "dense":
+        return X
+    monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if path == "walk" else 0.0)
+    return sp.csr_matrix(X)
+
+
 @pytest.mark.parametrize("block_size", [1, 7, 256])
 @pytest.mark.parametrize("path", ["dense", "walk", "blocks"])
 def test_pos_weight_matches_sequential(dense50, block_size, path, monkeypatch):
@@ -66,9 +74,7 @@ def test_pos_weight_matches_sequential(dense50, block_size, path, monkeypatch):
                                           pos_weight=7.5, **KW)
     ref_plain = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2, **KW)[0]
     assert _rel(ref_plain, wbar) > 0.05  # the weight matters here
-    if path != "dense":
-        monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if path == "walk" else 0.0)
-    Xin = sp.csr_matrix(X) if path != "dense" else X
+    Xin = _on_path(X, path, monkeypatch)
     m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, average_start=60,
                        pos_weight=7.5, **KW).fit(Xin, y)
     assert _rel(m.coef_, wbar) < 1e-5
@@ -90,9 +96,7 @@ def test_average_decay_matches_sequential(dense50, block_size, path, decay, monk
                                           average_decay=decay, **KW)
     plain = asgd_sequential(X, y, np.arange(50), average_start=60, epochs=2, **KW)[0]
     assert _rel(plain, wbar) > 0.01  # the decay matters here
-    if path != "dense":
-        monkeypatch.setattr(core, "DENSE_BLOCK_ABOVE", 1.0 if path == "walk" else 0.0)
-    Xin = sp.csr_matrix(X) if path != "dense" else X
+    Xin = _on_path(X, path, monkeypatch)
     m = ASGDClassifier(max_epochs=2, shuffle=False, block_size=block_size, average_start=60,
                        average_decay=decay, **KW).fit(Xin, y)
     assert _rel(m.coef_, wbar) < 1e-5
