@@ -101,15 +101,31 @@ def load_split(folder: Path, dim: int):
     return ids, y, X
 
 
-def epoch_sequence(files, rows: int, seed: int, epoch: int) -> np.ndarray:
-    """Ids in the order `bowsvm train` visits them in ``epoch`` (see bowsvm.stages.train)."""
+def epoch_sequence(files, rows: int, seed: int, epoch: int, mix: int = 1) -> np.ndarray:
+    """Ids in the order `bowsvm train` visits them in ``epoch`` (see bowsvm.stages.train):
+    shards in ``rng.permutation`` order, ``mix`` side by side, ``rows // mix`` rows of
+    each per chunk, each chunk shuffled."""
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng([seed, epoch])
+    order = list(rng.permutation(len(files)))
     out = []
-    for fi in rng.permutation(len(files)):
-        for rb in pq.ParquetFile(files[fi]).iter_batches(batch_size=rows, columns=["id"]):
-            ids = np.asarray(rb.column(0).to_pylist(), dtype=object)
+    for w in range(0, len(order), mix):
+        window = order[w:w + mix]
+        per = max(1, rows // len(window))
+        readers = {fi: pq.ParquetFile(files[fi]).iter_batches(batch_size=per, columns=["id"])
+                   for fi in window}
+        while readers:
+            ids = []
+            for fi in window:
+                rb = next(readers[fi], None) if fi in readers else None
+                if rb is None:
+                    readers.pop(fi, None)
+                    continue
+                ids += rb.column(0).to_pylist()
+            if not ids:
+                break
+            ids = np.asarray(ids, dtype=object)
             out.append(ids[rng.permutation(ids.shape[0])])
     return np.concatenate(out)
 
@@ -154,7 +170,8 @@ def main(argv=None):
 
         # 1. Streaming, in a child process with the given budget.
         args = ["train", "--feature-set", "rehearsal", "--features", str(feats), "--models",
-                str(models), "--epochs", str(a.epochs), "--eta0", str(a.eta0), "--reg",
+                str(models), "--epochs", str(a.epochs), "--solver", "asgd", "--eta0", str(a.eta0),
+                "--reg",
                 str(a.reg), "--seed", str(a.seed), "--memory-budget", a.budget]
         peak, sec = peak_rss_of(f"rc = cli.main({args!r}); assert rc == 0")
         man = json.loads((models / "rehearsal" / "manifest.json").read_text())
@@ -184,7 +201,8 @@ def main(argv=None):
         classes = np.arange(a.classes)
         t = time.perf_counter()
         for e in range(1, a.epochs + 1):
-            order = np.fromiter((where[k] for k in epoch_sequence(files, rows, a.seed, e)),
+            order = np.fromiter((where[k] for k in epoch_sequence(files, rows, a.seed, e,
+                                                                  man["shards_per_chunk"])),
                                 dtype=np.int64, count=a.rows)
             for s in range(0, a.rows, 4096):
                 idx = order[s:s + 4096]

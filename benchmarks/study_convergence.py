@@ -71,8 +71,9 @@ def train_one_pass(features, name, models, items, extra, epochs):
     out = []
     for k, s in enumerate(m["selection"]["settings"]):
         r = sorted(rows.get(k, []), key=lambda x: x["epoch"])
-        out.append({"setting": f"--reg {s['reg']:g} --eta0 {s['eta0']:g} --pos-weight "
-                               f"{s['pos_weight']:g}", "eta0": s["eta0"],
+        step = f"--eta0 {s['eta0']:g} " if s.get("solver", "asgd") == "asgd" else ""
+        out.append({"setting": f"--reg {s['reg']:g} {step}--pos-weight {s['pos_weight']:g}",
+                    "eta0": s["eta0"],
                     "seconds_all_settings": seconds, "error": s.get("error"),
                     "top1": [x.get("top1") for x in r], "top5": [x.get("top5") for x in r]})
     return out

@@ -16,9 +16,10 @@ the trainer's block-exact form gives (docs/DESIGN.md): per block of B samples on
 the block's earlier changes, and one update ``W += A X_B``. Its result equals the
 sequential algorithm's, which ``--check`` verifies on random data before anything else.
 
-This is a study, not a trainer: the features are held in memory (CSR rows densified per
-block), the dual variables are a (classes x rows) float64 array, and there is no resume,
-Spark or list support. It prints one JSON line per epoch (val top-1, seconds)::
+This is the study that led to ``bowsvm train --solver dcd`` (now the default;
+:mod:`bowsvm.asgd.dcd`): the features are held in memory (CSR rows densified per block),
+the dual variables are a (classes x rows) float64 array, the order is a global
+permutation per epoch, and there is no resume, Spark or list support. It prints one JSON line per epoch (val top-1, seconds)::
 
     python benchmarks/study_dcd.py --features mc-features --feature-set mc-sv \\
         --reg 1e-4 --pos-weight auto --epochs 15

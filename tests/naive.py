@@ -247,6 +247,50 @@ def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr
                 wbar[c] = (1.0 - alpha) * wbar[c] + alpha * w[c]
                 bbar[c] = (1.0 - alpha) * bbar[c] + alpha * b[c]
     return wbar, bbar, w, b, t
+
+def dcd_sequential(X, y, row_class, *, reg, pos_weight=1.0, orders, n_rows=None,
+                   average_start=None, block_size=None, averaged=True):
+    """Plain sequential one-vs-all dual coordinate descent (liblinear's L1-loss SVM).
+
+    Float64 arithmetic, sample by sample; the dual variables are stored in
+    float32 as the trainer stores them, and the weights move by the change of
+    the stored value. ``X`` dense or sparse (densified), the bias a regularised
+    constant-1 feature; ``orders`` the row order of each epoch (train-split row
+    indices); the box is ``q / (reg n_rows)``. With ``average_start`` set, the
+    running mean of the iterates after every ``block_size`` samples of each
+    order from sample ``average_start`` on is also returned (otherwise wbar,
+    bbar are w, b). Returns (wbar, bbar, w, b, alpha).
+    """
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    n, d = X.shape
+    N = n if n_rows is None else n_rows
+    C = len(row_class)
+    w = np.zeros((C, d))
+    b = np.zeros(C)
+    alpha = np.zeros((C, N), dtype=np.float32)
+    wbar, bbar, count, t = np.zeros((C, d)), np.zeros(C), 0, 0
+    for order in orders:
+        for s, i in enumerate(order):
+            qd = X[i] @ X[i] + 1.0
+            for c in range(C):
+                yc = 1.0 if y[i] == row_class[c] else -1.0
+                hi = (pos_weight if yc > 0 else 1.0) / (reg * N)
+                g = yc * (w[c] @ X[i] + b[c]) - 1.0
+                a1 = np.float32(min(max(float(alpha[c, i]) - g / qd, 0.0), hi))
+                delta = (float(a1) - float(alpha[c, i])) * yc
+                alpha[c, i] = a1
+                w[c] += delta * X[i]
+                b[c] += delta
+            t += 1
+            block_end = (s + 1) % block_size == 0 or s + 1 == len(order) if block_size else False
+            if averaged and average_start is not None and block_end and \
+                    t - ((s % block_size) + 1) >= average_start:
+                count += 1
+                wbar += (w - wbar) / count
+                bbar += (b - bbar) / count
+    if not averaged or average_start is None or count == 0:
+        return w.copy(), b.copy(), w, b, alpha
+    return wbar, bbar, w, b, alpha
 # ---- end asgd ----
 
 

@@ -60,3 +60,18 @@ def test_dcd_study_block_form_equals_sequential_and_learns(tmp_path, capsys):
     assert epochs[-1]["top1"] > 0.5 and epochs[-1]["support_pairs"] > 0
     assert "top1_averaged" not in epochs[0]  # averaging from the second epoch
     assert all(x["top1_averaged"] > 0.5 for x in epochs[1:])
+
+
+def test_shard_order_study_trains_both_orders_alike_on_mixed_rows(tmp_path, capsys):
+    """benchmarks/study_shard_order.py: the global order and the reader's order (shards
+    side by side) train the same DCD; on rows already mixed both learn."""
+    import study_shard_order
+
+    make_feature_set(tmp_path / "features", n=(400, 120), C=5, seed=3, shards=4)
+    for order in ("global", "4"):
+        assert study_shard_order.main(["--features", str(tmp_path / "features"), "--feature-set",
+                                       "fs", "--order", order, "--rows", "64"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["order"], x["epoch"]) for x in lines] == [("global", 1), ("global", 2),
+                                                         ("4", 1), ("4", 2)]
+    assert all(x["top1"] > 0.5 for x in lines)

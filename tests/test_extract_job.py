@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from bowsvm.coding import Codebook
 from bowsvm.stages.extract import (
-    FAIL_FIRST_ATTEMPT_ENV, commit_task_output, extract_local, write_task_output,
+    FAIL_FIRST_ATTEMPT_ENV, commit_task_output, extract_local, row_order_key, write_task_output,
 )
 from bowsvm.io import atomic_output_dir, is_complete, read_manifest, write_json_atomic
 from bowsvm.io.features import shard_files, table_to_features
@@ -79,7 +79,8 @@ def assert_same_features(got, expected):
     assert sorted(got) == sorted(expected)
     for split in expected:
         gi, gl, gX = got[split]
-        ei, el, eX = expected[split]
+        order = np.argsort(expected[split][0])  # extract_local keeps the stage's row order
+        ei, el, eX = (a[order] for a in expected[split])
         assert list(gi) == list(ei)
         assert np.array_equal(gl, el)
         g = gX.toarray() if sp.issparse(gX) else gX
@@ -111,6 +112,11 @@ def test_spark_extraction_equals_in_process(name, master, images, codebooks, tmp
     cb = Codebook.load(codebooks / name)
     expected = extract_local(images, name, cb)
     assert_same_features(got, expected)
+    for split in ("train", "test"):  # rows in SHA-256 order of the id: classes mixed
+        ids = [i for f in sorted((tmp_path / name / split).glob("*.parquet"))
+               for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+        keys = [row_order_key(i) for i in ids]
+        assert keys == sorted(keys) and list(expected[split][0]) == ids
     assert m["counts"] == {"train": 60, "val": 20, "test": 40}
     assert m["n_rejected"] == 1
     rej = pq.read_table(tmp_path / name / "rejects").to_pylist()

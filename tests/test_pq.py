@@ -353,7 +353,8 @@ def test_rows_per_chunk_counts_the_decoded_chunk(tmp_path):
     rows_d = rows_per_chunk(fs_d, scan_split(fs_d, "train"), budget)
     # a pq row costs its decoded 1600 bytes (plus codes), not its 50 bytes of codes
     assert rows_pq * 5 * 400 * 4 <= budget
-    assert 0.9 * rows_d <= rows_pq <= 1.1 * rows_d
+    # (the dense set's larger row groups, 3 shards read side by side, take more of the budget)
+    assert 0.9 * rows_d <= rows_pq <= 1.2 * rows_d
 
 
 # ----------------------------------------------------------------- errors

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from naive import asgd_sequential
+from naive import asgd_sequential, dcd_sequential
 
 from bowsvm import cli
 from bowsvm.io import atomic_output_dir, read_manifest, write_json_atomic
@@ -18,6 +18,7 @@ from bowsvm.io.features import (
     open_feature_set,
     rows_per_chunk,
     scan_split,
+    shards_per_chunk,
     shard_entries,
     write_shard,
 )
@@ -87,24 +88,47 @@ def load(models, name="fs"):
             [json.loads(r) for r in (m / "log.jsonl").read_text().splitlines()])
 
 
-def _sequence(features, budget, seed, epochs):
-    """The sample order the trainer promises (DESIGN: per-epoch rng [seed, e])."""
+def _sequence(features, budget, seed, epochs, with_index=False):
+    """The sample order the trainer promises (DESIGN: per-epoch rng [seed, e]).
+
+    Shards in the order ``rng.permutation``, read ``shards_per_chunk`` at a time
+    side by side (each chunk: ``rows // k`` rows of each, in window order), each
+    chunk's rows shuffled by the same rng. ``with_index``: also each sample's
+    row in the train split (shards in scan order, rows in stored order), per epoch.
+    """
     fs = open_feature_set(features, "fs")
     info = scan_split(fs, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tiny budgets: see test_row_groups_count_in_budget
         rows = rows_per_chunk(fs, info, parse_bytes(budget))
+    k = shards_per_chunk(info, parse_bytes(budget))
     from bowsvm.io.features import iter_shard_batches
 
-    Xs, ys = [], []
+    starts = np.cumsum([0, *info.rows])
+    Xs, ys, orders = [], [], []
     for e in range(1, epochs + 1):
         rng = np.random.default_rng([seed, e])
-        for fi in rng.permutation(len(info.files)):
-            for _, lab, X in iter_shard_batches(info.files[fi], fs.dim, rows):
+        files = list(rng.permutation(len(info.files)))
+        order = []
+        for w in range(0, len(files), k):
+            window = files[w:w + k]
+            per = max(1, rows // len(window))
+            batches = {fi: list(iter_shard_batches(info.files[fi], fs.dim, per)) for fi in window}
+            firsts = {fi: np.cumsum([0] + [len(b[1]) for b in batches[fi]]) for fi in window}
+            for step in range(max(len(b) for b in batches.values())):
+                here = [fi for fi in window if step < len(batches[fi])]
+                X = [batches[fi][step][2] for fi in here]
+                X = sp.vstack(X).toarray() if sp.issparse(X[0]) else np.concatenate(X)
+                lab = np.concatenate([batches[fi][step][1] for fi in here])
+                idx = np.concatenate([starts[fi] + firsts[fi][step] +
+                                      np.arange(len(batches[fi][step][1])) for fi in here])
                 p = rng.permutation(lab.shape[0])
-                Xs.append(X[p].toarray() if sp.issparse(X) else X[p])
+                Xs.append(X[p])
                 ys.append(lab[p])
-    return np.concatenate(Xs).astype(np.float64), np.concatenate(ys), rows
+                order.append(idx[p])
+        orders.append(np.concatenate(order))
+    out = np.concatenate(Xs).astype(np.float64), np.concatenate(ys), rows
+    return (*out, orders) if with_index else out
 
 
 @pytest.mark.filterwarnings("ignore:the shards' Parquet row groups")
@@ -131,6 +155,76 @@ def test_streamed_training_equals_sequential_algorithm(tmp_path, layout):
     assert not (tmp_path / "models" / ".fs.checkpoint").exists()
 
 
+@pytest.mark.filterwarnings("ignore:the shards' Parquet row groups")
+@pytest.mark.parametrize("layout,budget,mix", [("dense", "20KB", 1), ("sparse", "20KB", 1),
+                                               ("sparse", "60KB", 2), ("dense", "200KB", 3)])
+def test_streamed_dcd_equals_sequential_algorithm(tmp_path, layout, budget, mix):
+    """Also with shards read side by side (``mix`` of the 3 at once)."""
+    feats = make_feature_set(tmp_path / "features", layout=layout, shards=3)
+    fs = open_feature_set(feats, "fs")
+    assert shards_per_chunk(scan_split(fs, "train"), parse_bytes(budget)) == mix
+    assert cli.main(["train", "--feature-set", "fs", "--features", str(feats), "--models",
+                     str(tmp_path / "models"), "--quiet", "--epochs", "2", "--solver", "dcd",
+                     "--reg", "0.01", "--pos-weight", "2", "--no-average", "--memory-budget", budget,
+                     "--seed", "7", "--block-size", "16"]) == 0
+    coef, b, man, log = load(tmp_path / "models")
+    X, y, rows, orders = _sequence(feats, budget, 7, 2, with_index=True)
+    assert rows < 300 and man["shards_per_chunk"] == mix
+    Xs = np.empty_like(X[:300])
+    ys = np.empty_like(y[:300])
+    Xs[orders[0]], ys[orders[0]] = X[:300], y[:300]  # the train split in stored order
+    _, _, w, bw, alpha = dcd_sequential(Xs, ys, np.arange(6), reg=0.01, pos_weight=2.0,
+                                        orders=orders)
+    np.testing.assert_allclose(coef, w, rtol=0, atol=1e-4 * np.abs(w).max())
+    np.testing.assert_allclose(b, bw, rtol=0, atol=1e-4 * np.abs(w).max())
+    assert man["method"] == "dcd-last" and [r["method"] for r in log] == ["dcd-last"] * 2
+    assert man["t"] == 600 and log[-1]["top1"] > 0.5  # chance: 1/6
+
+
+def test_class_after_class_rows_are_warned_about(tmp_path):
+    sorted_feats = make_feature_set(tmp_path / "sorted", labels_hook=lambda split, y: np.sort(y))
+    mixed_feats = make_feature_set(tmp_path / "mixed")
+    for feats, grouped in ((sorted_feats, True), (mixed_feats, False)):
+        info = scan_split(open_feature_set(feats, "fs"), "train")
+        assert info.grouped_by_class() == grouped and (info.runs <= 18) == grouped
+    with pytest.warns(UserWarning, match=r"feature set 'fs' come class after class \(\d+ runs "
+                                         r"of one label in 300 rows\).*Re-extract"):
+        assert train(sorted_feats, tmp_path / "m", "--epochs", "1", "--eta0", "0.1") == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert train(mixed_feats, tmp_path / "m2", "--epochs", "1", "--eta0", "0.1") == 0
+
+
+def test_dcd_records_no_step_and_refuses_step_options(tmp_path, capsys):
+    feats = make_feature_set(tmp_path / "features")
+    base = ["train", "--feature-set", "fs", "--features", str(feats), "--quiet", "--n-jobs", "1",
+            "--solver", "dcd"]
+    assert cli.main([*base, "--models", str(tmp_path / "m"), "--epochs", "2"]) == 0
+    _, _, man, log = load(tmp_path / "m")
+    h = man["hyper_parameters"]
+    assert man["method"] == "dcd" and h["solver"] == "dcd" and log[-1]["top1"] > 0.8
+    assert (h["eta0"], h["power"], h["bias_lr"], h["average_decay"]) == (0.0, 0.0, 0.0, 0.0)
+    assert h["average_start"] == 300 and h["pos_weight"] == pytest.approx(5 / np.sqrt(6))
+    for opt in (["--eta0", "0.1"], ["--bias-lr", "0.1"], ["--power", "1"],
+                ["--average-decay", "0"]):
+        assert cli.main([*base, "--models", str(tmp_path / "x"), *opt]) == 2
+        err = capsys.readouterr().err
+        assert f"{opt[0]} sets the step of --solver asgd" in err and "--solver asgd" in err
+
+
+def test_dcd_memory_check_names_the_sizes():
+    from bowsvm.asgd.core import Hyper
+    from bowsvm.stages.train import check_dual_memory
+
+    h = Hyper(solver="dcd")
+    check_dual_memory([h], 1000, 21000, 40960)  # the many-class benchmark: 0.6 GiB
+    check_dual_memory([Hyper()], 10 ** 6, 10 ** 7, 10)  # ASGD keeps no per-row state
+    with pytest.raises(ValueError, match=r"--solver dcd needs 37252\.9 GiB here \(1 setting"
+                                         r"\(s\) x 1000000 classes x 10000000 train rows.*"
+                                         r"jobs/train_groups.py --groups G.*--solver asgd"):
+        check_dual_memory([h], 10 ** 6, 10 ** 7, 1)
+
+
 def test_groups_match_single_group(tmp_path):
     feats = make_feature_set(tmp_path / "features", C=7)
     assert train(feats, tmp_path / "m1", "--epochs", "2", "--eta0", "0.1") == 0
@@ -153,11 +247,16 @@ def test_auto_eta0_and_plain_sgd(tmp_path):
     assert man["method"] == "sgd" and log[0]["method"] == "sgd"
 
 
+#: The options that pick each solver in the tests that run both.
+SOLVER = {"asgd": ("--eta0", "0.2"), "dcd": ("--solver", "dcd")}
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_gives_same_model(tmp_path):
+@pytest.mark.parametrize("solver", ["asgd", "dcd"])
+def test_resume_after_sigkill_gives_same_model(tmp_path, solver):
     feats = make_feature_set(tmp_path / "features", layout="sparse")
     base = [sys.executable, "-m", "bowsvm.cli", "train", "--feature-set", "fs", "--features",
-            str(feats), "--epochs", "3", "--eta0", "0.2", "--memory-budget", "30KB",
+            str(feats), "--epochs", "3", *SOLVER[solver], "--memory-budget", "30KB",
             "--n-jobs", "1", "--seed", "3", "--quiet"]
     env = dict(os.environ)
     r = subprocess.run(base + ["--models", str(tmp_path / "full")], env=env, cwd=ROOT)
@@ -264,12 +363,14 @@ def test_parse_bytes():
 
 
 @pytest.mark.slow
-def test_spark_groups_equal_local(tmp_path):
+@pytest.mark.parametrize("solver", ["asgd", "dcd"])
+def test_spark_groups_equal_local(tmp_path, solver):
     from bowsvm.spark import spark_submit
 
     feats = make_feature_set(tmp_path / "features", C=5, layout="sparse")
     common = ["--feature-set", "fs", "--features", str(feats), "--epochs", "2",
-              "--eta0", "auto", "--groups", "2", "--seed", "4", "--n-jobs", "1",
+              *{"asgd": ("--eta0", "auto"), "dcd": ("--solver", "dcd")}[solver], "--groups", "2",
+              "--seed", "4", "--n-jobs", "1",
               "--memory-budget", "40KB"]
     assert cli.main(["train", *common, "--models", str(tmp_path / "local"), "--quiet"]) == 0
     rc = spark_submit("train_groups.py", [*common, "--models", str(tmp_path / "spark")],

@@ -100,6 +100,35 @@ def test_lists_choose_on_val_and_equal_training_alone(noisy, tmp_path, capsys):
     assert _strip(log) == _strip(log2) and "setting" not in log[0]
 
 
+def test_dcd_lists_and_early_stop_equal_training_alone(noisy, tmp_path, capsys):
+    opts = ["--seed", "2", "--memory-budget", "30KB", "--n-jobs", "1"]
+    base = ["train", "--feature-set", "fs", "--features", str(noisy), "--solver", "dcd"]
+    assert cli.main([*base, "--models", str(tmp_path / "grid"), "--reg", "1,1e-3",
+                     "--pos-weight", "1,auto", "--epochs", "8", "--early-stop", "2",
+                     *opts]) == 0
+    err = capsys.readouterr().err
+    coef, b, man, log = load(tmp_path / "grid")
+    sel = man["selection"]
+    tried = sel["settings"]
+    assert len(tried) == 4 and all(t["solver"] == "dcd" for t in tried)
+    assert "eta0" not in err.split("[train] chose", 1)[1].splitlines()[0]
+    scores = [t["top1"] for t in tried]
+    k = sel["chosen"]
+    assert scores[k] == max(scores) and len(set(scores)) > 1
+    h = man["hyper_parameters"]
+    assert (h["solver"], h["reg"], h["pos_weight"]) == ("dcd", tried[k]["reg"],
+                                                        tried[k]["pos_weight"])
+    assert man["method"] == "dcd" and all(r["method"] == "dcd" for r in log)
+    best = man["model_epoch"]
+    assert best == tried[k]["model_epoch"] and best <= len(log)
+    assert cli.main([*base, "--models", str(tmp_path / "alone"), "--reg", repr(h["reg"]),
+                     "--pos-weight", repr(h["pos_weight"]), "--epochs", str(best),
+                     "--average-start", "400", "--quiet", *opts]) == 0
+    c2, b2, man2, log2 = load(tmp_path / "alone")
+    assert coef.tobytes() == c2.tobytes() and b.tobytes() == b2.tobytes()
+    assert _strip(log[:best]) == _strip(log2)
+
+
 def test_auto_eta0_per_setting_equals_alone(noisy, tmp_path):
     opts = ["--epochs", "2", "--seed", "3", "--memory-budget", "30KB"]
     assert train(noisy, tmp_path / "grid", "--reg", "1e-2,1e-4", "--eta0", "auto", *opts) == 0

@@ -317,3 +317,124 @@ def hinge_stats(S, y, row_class, pos_weight, loss_out, n_threads):
                 if v > 0.0:
                     acc += pos_weight * v if yc > 0.0 else v
             loss_out[c] = acc
+
+
+# -- dual coordinate descent (bowsvm.asgd.dcd) ---------------------------------------
+#
+# The dual variables ``alpha`` (C, n_train) are float32; each visit computes the new
+# value in float64, rounds it to float32, and moves the weights by the change of the
+# stored value, so ``w_c = sum_i alpha_ci y_ci x_i`` holds with the stored alphas.
+
+@njit(**_FLAGS)
+def _dcd_step(alpha, c, i, margin, yc, qd, upos, uneg):
+    """The exact coordinate step of (class c, train row i): the change times y (0: none)."""
+    a0 = alpha[c, i]
+    hi = upos if yc > 0.0 else uneg
+    a1 = alpha.dtype.type(min(max(np.float64(a0) - (yc * margin - 1.0) / qd, 0.0), hi))
+    if a1 == a0:
+        return 0.0
+    alpha[c, i] = a1
+    return (np.float64(a1) - np.float64(a0)) * yc
+
+
+@njit(parallel=True, **_FLAGS)
+def dcd_dense_walk(M, G, qd, row_class, y, idx, alpha, upos, uneg, b, A, n_threads):
+    """Dual coordinate descent over one block, exact, parallel over classes.
+
+    Parameters
+    ----------
+    M : float32 or float64 (C, B)
+        ``W X_B^T`` at the block start (bias not included).
+    G : float64 (B, B)
+        ``X_B X_B^T + 1``: the Gram matrix of the rows with the constant bias feature.
+    qd : float64 (B,)
+        ``|x_j|^2 + 1``.
+    idx : int64 (B,)
+        Each sample's row in the train split (its column of ``alpha``).
+    alpha : float32 (C, n_train)
+        Dual variables, updated in place.
+    upos, uneg : float
+        The box of a positive's and a negative's dual variable.
+    b : float64 (C,)
+        Biases (the weights of the constant feature), updated in place.
+    A : float64 (C, B)
+        Out: the change of ``alpha[c, idx[j]]`` times ``y_cj`` (0 where none), so
+        that ``W += A X_B`` completes the block.
+
+    Notes
+    -----
+    The margin of class c at sample j is ``M[c, j] + b_c + sum_{i<j} A[c, i] G[i, j]``
+    with ``b_c`` the bias at the block start; the correction is accumulated at each
+    change (cost: changes x B), as in :func:`dense_walk`.
+    """
+    C, B = M.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        acc = np.empty(B, dtype=np.float64)
+        for c in range(c0, c1):
+            acc[:] = 0.0
+            b0 = b[c]
+            bc = b0
+            cls = row_class[c]
+            for j in range(B):
+                yc = 1.0 if y[j] == cls else -1.0
+                a = _dcd_step(alpha, c, idx[j], np.float64(M[c, j]) + b0 + acc[j], yc, qd[j],
+                              upos, uneg)
+                A[c, j] = a
+                if a != 0.0:
+                    for k in range(j + 1, B):
+                        acc[k] += a * G[j, k]
+                    bc += a
+            b[c] = bc
+
+
+@njit(parallel=True, **_FLAGS)
+def dcd_csr_walk(W, data, indices, indptr, row0, m, qd, row_class, y, idx, alpha, upos, uneg,
+                 b, n_threads):
+    """Dual coordinate descent over CSR rows ``row0 .. row0+m-1``, exact, parallel over classes.
+
+    Each class walks the block in order: a gathered dot product for the margin,
+    a scatter over the row's non-zeros for the update (no Gram correction is
+    needed). ``qd``, ``y`` and ``idx`` are indexed by the block's sample
+    ``0..m-1``; ``W`` (C, d) and ``b`` are updated in place.
+    """
+    C = W.shape[0]
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            cls = row_class[c]
+            bc = b[c]
+            for j in range(m):
+                r = row0 + j
+                k0 = indptr[r]
+                k1 = indptr[r + 1]
+                dot = 0.0
+                for k in range(k0, k1):
+                    dot += np.float64(W[c, indices[k]]) * np.float64(data[k])
+                yc = 1.0 if y[j] == cls else -1.0
+                a = _dcd_step(alpha, c, idx[j], dot + bc, yc, qd[j], upos, uneg)
+                if a != 0.0:
+                    for k in range(k0, k1):
+                        ix = indices[k]
+                        W[c, ix] = W.dtype.type(np.float64(W[c, ix]) + a * np.float64(data[k]))
+                    bc += a
+            b[c] = bc
+
+
+@njit(parallel=True, **_FLAGS)
+def running_mean(U, V, ub, vb, weight, n_threads):
+    """``U += weight (V - U)`` and ``ub += weight (vb - ub)``: one step of a running mean."""
+    C, d = V.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            for k in range(d):
+                u = np.float64(U[c, k])
+                U[c, k] = U.dtype.type(u + weight * (np.float64(V[c, k]) - u))
+            ub[c] += weight * (vb[c] - ub[c])

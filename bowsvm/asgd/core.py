@@ -39,6 +39,9 @@ class Hyper:
 
     The defaults are those of :class:`bowsvm.asgd.ASGDClassifier` (and of
     ``bowsvm train``, whose ``--eta0`` defaults to ``auto`` instead).
+    ``solver`` is ``"asgd"`` (this module) or ``"dcd"`` (:mod:`bowsvm.asgd.dcd`,
+    which reads ``reg``, ``average_start``, ``averaged``, ``block_size`` and
+    ``pos_weight`` only).
     """
 
     reg: float = 1e-4
@@ -50,9 +53,32 @@ class Hyper:
     averaged: bool = True
     block_size: int = 256
     pos_weight: float = 1.0
+    solver: str = "asgd"
 
 
-class GroupState:
+class SpareRows:
+    """A state whose weights ``V`` (C, d) can gain spare rows below them (:meth:`reserve`)."""
+
+    V: np.ndarray
+    dtype: np.dtype
+
+    def reserve(self, rows: int) -> np.ndarray:
+        """The buffer ``[V; spare]`` with at least ``rows`` spare rows below V.
+
+        V is a view of its first C rows, so ``buffer[:C + m] @ X_B^T`` yields the
+        margins and the block's Gram matrix in a single GEMM.
+        """
+        C, d = self.V.shape
+        buf = getattr(self, "_VX", None)
+        if buf is None or buf.shape[0] < C + rows or not np.shares_memory(buf, self.V):
+            buf = np.zeros((C + rows, d), dtype=self.dtype)
+            buf[:C] = self.V
+            self.V = buf[:C]
+            self._VX = buf
+        return buf
+
+
+class GroupState(SpareRows):
     """Training state of one class group.
 
     Parameters
@@ -88,21 +114,6 @@ class GroupState:
         self.bbar = np.zeros(C)
         self.t = 0
         self.u_zero = True
-
-    def reserve(self, rows: int) -> np.ndarray:
-        """The buffer ``[V; spare]`` with at least ``rows`` spare rows below V.
-
-        V is a view of its first C rows, so ``buffer[:C + m] @ X_B^T`` yields the
-        margins and the block's Gram matrix in a single GEMM.
-        """
-        C, d = self.V.shape
-        buf = getattr(self, "_VX", None)
-        if buf is None or buf.shape[0] < C + rows or not np.shares_memory(buf, self.V):
-            buf = np.zeros((C + rows, d), dtype=self.dtype)
-            buf[:C] = self.V
-            self.V = buf[:C]
-            self._VX = buf
-        return buf
 
     # -- P handling -----------------------------------------------------------
     def fold(self) -> None:

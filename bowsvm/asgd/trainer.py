@@ -1,4 +1,4 @@
-"""The streaming one-vs-all trainer: epochs over the chunks it is handed.
+"""The streaming one-vs-all trainer: epochs of ASGD or DCD over the chunks it is handed.
 
 Sees only arrays. The caller hands it, per epoch, an iterable of ``(X, y)``
 chunks (dense C-contiguous float32 or CSR, int64 labels), and callables for
@@ -6,6 +6,11 @@ what happens around an epoch (validation, checkpoints); it reads no file and
 knows no folder. ``bowsvm train`` (:mod:`bowsvm.stages.train`) streams the
 chunks from feature shards; every class group trains on each chunk while it
 is in memory, so an epoch reads the data once whatever the number of groups.
+
+Each setting's class groups hold :class:`~bowsvm.asgd.core.GroupState` (ASGD)
+or :class:`~bowsvm.asgd.dcd.DualState` (DCD, ``Hyper.solver == "dcd"``, whose
+chunks come with each row's index in the train split); lists, early stopping
+and checkpoints treat both alike.
 
 Determinism: the sample sequence is the caller's (the train stage derives it
 from the seed and the chunk size). P is folded at the end of every epoch, so
@@ -27,6 +32,7 @@ import numpy as np
 from bowsvm._validation import check_int
 from bowsvm.asgd import _kernels
 from bowsvm.asgd.core import GroupState, Hyper, train_chunk
+from bowsvm.asgd.dcd import DualState, dcd_chunk
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -41,10 +47,12 @@ __all__ = [
     "class_groups",
     "evaluate",
     "gather",
+    "method",
     "new_states",
     "objective",
     "states_from_arrays",
     "states_to_arrays",
+    "train_chunk_any",
     "train_epochs",
     "with_eta0",
 ]
@@ -52,6 +60,13 @@ __all__ = [
 #: Training stops when an epoch's objective exceeds this multiple of the
 #: zero-weight objective (1.0: every hinge loss is 1), or is not finite.
 DIVERGENCE_FACTOR = 100.0
+
+
+def method(hyper: Hyper) -> str:
+    """The log's and the manifest's name of a setting's method: asgd, sgd, dcd or dcd-last."""
+    if hyper.solver == "dcd":
+        return "dcd" if hyper.averaged else "dcd-last"
+    return "asgd" if hyper.averaged else "sgd"
 
 
 def auto_pos_weight(n_classes: int) -> float:
@@ -78,9 +93,27 @@ def class_groups(n_classes: int, n_groups: int) -> list[np.ndarray]:
     return [g.astype(np.int64) for g in np.array_split(np.arange(n_classes), n_groups)]
 
 
-def new_states(parts, groups, dim: int, hyper: Hyper) -> dict:
-    """Zero float32 states ``{g: GroupState}`` of the class groups ``groups`` of ``parts``."""
+def new_states(parts, groups, dim: int, hyper: Hyper, n_rows: int | None = None) -> dict:
+    """Zero float32 states of the class groups ``groups`` of ``parts``.
+
+    ``{g: GroupState}`` for ``hyper.solver == "asgd"``, ``{g: DualState}`` for
+    ``"dcd"`` (whose dual variables need ``n_rows``, the train split's rows).
+    """
+    if hyper.solver == "dcd":
+        if n_rows is None:
+            raise ValueError("solver 'dcd' needs the number of train rows (n_rows).")
+        return {g: DualState(parts[g], dim, n_rows, np.float32, averaged=hyper.averaged)
+                for g in groups}
     return {g: GroupState(parts[g], dim, np.float32, averaged=hyper.averaged) for g in groups}
+
+
+def train_chunk_any(state, X, y, idx, hyper: Hyper) -> None:
+    """One chunk of either solver: :func:`~bowsvm.asgd.core.train_chunk` (ASGD, ``idx``
+    unused) or :func:`~bowsvm.asgd.dcd.dcd_chunk` (DCD, ``idx`` the train-split rows)."""
+    if isinstance(state, DualState):
+        dcd_chunk(state, X, y, idx, hyper)
+    else:
+        train_chunk(state, X, y, hyper)
 
 
 def states_to_arrays(states: dict) -> dict:
@@ -92,8 +125,9 @@ def states_to_arrays(states: dict) -> dict:
 
 
 def states_from_arrays(arrays) -> dict:
-    """Inverse of :func:`states_to_arrays`: ``{g: GroupState}`` in group order."""
-    return {g: GroupState.from_arrays(arrays, prefix=f"g{g}_")
+    """Inverse of :func:`states_to_arrays`: ``{g: GroupState or DualState}`` in group order."""
+    return {g: (DualState if f"g{g}_alpha" in arrays else GroupState).from_arrays(
+                arrays, prefix=f"g{g}_")
             for g in sorted({int(k.split("_")[0][1:]) for k in arrays})}
 
 
@@ -299,7 +333,7 @@ class Candidate:
     Attributes
     ----------
     hyper : Hyper
-    states : dict group index -> GroupState
+    states : dict group index -> GroupState or DualState
     log_rows : list of dict
         One row per epoch trained.
     stopping : EarlyStopping or None
@@ -394,8 +428,9 @@ def train_epochs(candidates, chunks, epochs: int, *, done: int = 0, judge, progr
     candidates : list of Candidate
         Trained in place (states folded after every epoch, rows appended).
     chunks : callable
-        ``chunks(epoch)``: an iterable of ``(X, y)`` chunks, the epoch's
-        sample sequence.
+        ``chunks(epoch)``: an iterable of ``(X, y)`` or ``(X, y, idx)`` chunks,
+        the epoch's sample sequence (``idx``: each row's index in the train
+        split, which the DCD solver needs).
     epochs : int
         The last epoch to run.
     done : int
@@ -426,17 +461,17 @@ def train_epochs(candidates, chunks, epochs: int, *, done: int = 0, judge, progr
         if not live:
             break
         t0 = time.perf_counter()
-        for X, y in chunks(epoch):
+        for X, y, *idx in chunks(epoch):
             for c in live:
                 for g in sorted(c.states):
-                    train_chunk(c.states[g], X, y, c.hyper)
+                    train_chunk_any(c.states[g], X, y, idx[0] if idx else None, c.hyper)
         seconds = round(time.perf_counter() - t0, 3)
         for c in live:
             for st in c.states.values():
                 st.fold()
             first = c.states[min(c.states)]
-            row = {"epoch": epoch, "t": int(first.t),
-                   "method": "asgd" if c.hyper.averaged else "sgd", "seconds": seconds}
+            row = {"epoch": epoch, "t": int(first.t), "method": method(c.hyper),
+                   "seconds": seconds}
             extra, obj, where = judge(c)
             row.update(extra)
             c.log_rows.append(row)

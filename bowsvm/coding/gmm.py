@@ -215,20 +215,27 @@ def _nearest(X, means):
     return labels
 
 
-def _init_from_means(X, means0, floor):
-    """Hard assignment to the nearest initial mean: weights, member means, variances."""
-    n, D = X.shape
+def _hard_stats(X, means0):
+    """Hard assignment to the nearest initial mean: member counts, sums and sums of squares."""
     K = means0.shape[0]
+    n = X.shape[0]
     labels = _nearest(X, means0)
-    counts = np.bincount(labels, minlength=K).astype(np.float64)
     onehot = sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(K, n))
-    sums = np.asarray(onehot @ X)
-    sq = np.asarray(onehot @ (X * X))
+    return (np.bincount(labels, minlength=K).astype(np.float64), np.asarray(onehot @ X),
+            np.asarray(onehot @ (X * X)))
+
+
+def _init_from_stats(counts, sums, sq, means0, dim_var, floor):
+    """Weights, member means and variances from :func:`_hard_stats` (summed over batches).
+
+    An empty cluster keeps its initial mean; one of fewer than two members takes
+    the sample's per-dimension variance ``dim_var``; variances are floored.
+    """
+    K, D = means0.shape
     mu = means0.copy()
-    var = np.broadcast_to(X.var(axis=0), (K, D)).copy()
-    has = counts > 0
+    var = np.broadcast_to(dim_var, (K, D)).copy()
+    has, many = counts > 0, counts > 1
     mu[has] = sums[has] / counts[has, None]
-    many = counts > 1
     var[many] = sq[many] / counts[many, None] - mu[many] ** 2
     np.maximum(var, floor, out=var)
     nk = counts + _NK_EPS
@@ -355,7 +362,7 @@ def fit_gmm(
     else:
         rng = np.random.default_rng(random_state)
         means0 = Xc[np.sort(rng.choice(n, size=K, replace=False))].copy()
-    w, mu, var = _init_from_means(Xc, means0, floor)
+    w, mu, var = _init_from_stats(*_hard_stats(Xc, means0), means0, Xc.var(axis=0), floor)
     return _em(lambda w, mu, var, stats: _e_step(Xc, w, mu, var, stats), n, w, mu, var,
                center, floor, max_iter, tol, verbose, f"{n} x {D} ({K} components)")
 
@@ -460,20 +467,11 @@ def fit_gmm_streamed(batches, means_init, *, max_iter=100, tol=1e-4, var_floor=1
     means0 = np.asarray(means_init, dtype=np.float64) - center
     counts, sums, sq = np.zeros(K), np.zeros((K, D)), np.zeros((K, D))
     for Xc in centred():
-        labels = _nearest(Xc, means0)
-        counts += np.bincount(labels, minlength=K)
-        onehot = sp.csr_matrix((np.ones(len(Xc)), (labels, np.arange(len(Xc)))),
-                               shape=(K, len(Xc)))
-        sums += onehot @ Xc
-        sq += onehot @ (Xc * Xc)
-    mu = means0.copy()
-    var = np.broadcast_to(dim_var, (K, D)).copy()
-    has, many = counts > 0, counts > 1
-    mu[has] = sums[has] / counts[has, None]
-    var[many] = sq[many] / counts[many, None] - mu[many] ** 2
-    np.maximum(var, floor, out=var)
-    nk = counts + _NK_EPS
-    w = nk / nk.sum()
+        c_b, s_b, q_b = _hard_stats(Xc, means0)
+        counts += c_b
+        sums += s_b
+        sq += q_b
+    w, mu, var = _init_from_stats(counts, sums, sq, means0, dim_var, floor)
 
     def e_step(w, mu, var, with_stats):
         ll, S = 0.0, np.zeros((K, 2 * D + 1))

@@ -674,6 +674,20 @@ class SplitInfo:
     counts: np.ndarray
     bound: float | None = None  # largest |value| the preset allows (None: no bound)
     pq: PQCodebook | None = None  # layout "pq": the codebook that decodes the shards
+    runs: int = 0  # runs of equal labels in stored order, summed over the shards
+
+    def grouped_by_class(self) -> bool:
+        """True if the rows come in runs of one class far longer than a random order gives.
+
+        A random order of these class counts has about ``1 + (n - 1)(1 - sum p_k^2)``
+        runs of equal labels; fewer than half of that means class after class
+        (feature sets extracted before extract ordered rows by a hash of the id).
+        """
+        n = self.n
+        if n < 100:
+            return False
+        p = self.counts / max(self.counts.sum(), 1)
+        return self.runs < 0.5 * (1 + (n - 1) * (1 - float((p * p).sum())))
 
     @property
     def n(self) -> int:
@@ -768,7 +782,7 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
             f"preset's per-block L2 normalisation allows; re-run `bowsvm compress`.")
     C = len(fs.classes)
     counts = np.zeros(C, dtype=np.int64)
-    rows = []
+    rows, runs = [], 0
     for f in files:
         pf = parquet.open_file(f, "feature shard")
         schema = pf.schema_arrow
@@ -813,7 +827,8 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
             )
         counts += np.bincount(lab, minlength=C)
         rows.append(int(lab.shape[0]))
-    info = SplitInfo(split, files, rows, counts, bound, pq)
+        runs += int(lab.shape[0] > 0) + int(np.count_nonzero(lab[1:] != lab[:-1]))
+    info = SplitInfo(split, files, rows, counts, bound, pq, runs)
     if require_all_classes and C < 2:
         raise ValueError(
             f"feature set {fs.name!r} has {C} class ({fs.classes}); a one-vs-all classifier "
@@ -834,13 +849,38 @@ def scan_split(fs: FeatureShards, split: str, *, require_all_classes: bool = Fal
     return info
 
 
+#: Share of the memory budget that shards read side by side (``iter_chunks(mix=...)``),
+#: each holding decoded row groups, may take.
+MIX_BUDGET_FRACTION = 0.5
+
+
+def _largest_row_group(info: SplitInfo) -> int:
+    metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
+    return max((md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
+               default=0)
+
+
+def shards_per_chunk(info: SplitInfo, budget_bytes: int) -> int:
+    """How many shards a training chunk draws its rows from (``iter_chunks(mix=...)``).
+
+    As many as :data:`MIX_BUDGET_FRACTION` of the budget holds at
+    ``_ROW_GROUP_COPIES`` decoded row groups of the split's largest each, at
+    least 1 and at most the number of shards. :func:`rows_per_chunk` takes
+    those row groups off the budget.
+    """
+    rg = _largest_row_group(info)
+    k = int(MIX_BUDGET_FRACTION * budget_bytes) // max(_ROW_GROUP_COPIES * rg, 1)
+    return int(max(1, min(len(info.files), k)))
+
+
 def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int:
     """Rows per chunk so that every chunk buffer alive at once fits the budget.
 
     Counted per row: the chunk buffers alive at once (``_CHUNK_COPIES`` of
     them) and a validation chunk's scores. Counted once: pyarrow decodes a
     whole Parquet row group at a time, so ``_ROW_GROUP_COPIES`` times the
-    largest row group of the split is taken off the budget first (if that
+    largest row group of the split, per shard read side by side
+    (:func:`shards_per_chunk`), is taken off the budget first (if that
     leaves less than a quarter of the budget, a quarter is used and a warning
     says so), and so is a pq feature set's codebook (held for the whole run).
     A pq row counts as its decoded float32 row plus its codes: the chunks the
@@ -862,10 +902,9 @@ def rows_per_chunk(fs: FeatureShards, info: SplitInfo, budget_bytes: int) -> int
             nnz.append(X.nnz / max(X.shape[0], 1))
             break
         row_bytes = int(max(nnz[0] if nnz else 1.0, 1.0) * 12) + 64
-    metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
-    rg = max((md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
-             default=0)
-    room = budget_bytes - _ROW_GROUP_COPIES * rg - (info.pq.nbytes if info.pq is not None else 0)
+    rg = _largest_row_group(info)
+    room = (budget_bytes - _ROW_GROUP_COPIES * rg * shards_per_chunk(info, budget_bytes)
+            - (info.pq.nbytes if info.pq is not None else 0))
     if room < budget_bytes // 4:
         warnings.warn(
             f"the shards' Parquet row groups (up to {rg} bytes, decoded whole)"
@@ -909,11 +948,23 @@ def _checked_batches(path, dim, rows, pq=None):
         yield item
 
 
-def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
+def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None, with_index: bool = False,
+                mix: int = 1):
     """Yield ``(path, labels, X)`` chunks of at most ``rows`` rows, checked.
 
     With ``rng``, shard order and the rows of each chunk are shuffled from it;
-    without, files and rows come in stored order.
+    without, files and rows come in stored order. ``with_index``: yield
+    ``(path, labels, X, index)``, ``index`` (int64) the rows' positions in the
+    split (shards in ``info.files`` order, rows in stored order); the chunks
+    are the same.
+
+    ``mix``: read that many shards side by side (the next ``mix`` of the
+    shard order): each chunk takes ``rows // mix`` rows from each of them, in
+    that order, before the shuffle, so a chunk mixes the classes of ``mix``
+    shards (extract writes shards of neighbouring images, often one class
+    after another). Each shard read at once holds one decoded row group
+    (:func:`shards_per_chunk`). ``path`` is then the first of the chunk's
+    shards. ``mix=1`` reads one shard at a time.
 
     A pq split (``info.pq``) yields dense float32 chunks decoded on the fly:
     the codes are shuffled, then decoded (a gather, so the chunk equals the
@@ -930,23 +981,53 @@ def iter_chunks(info: SplitInfo, dim: int, rows: int, rng=None):
         corrupt (page checksum, truncation; names the shard).
     """
     order = rng.permutation(len(info.files)) if rng is not None else range(len(info.files))
-    for fi in order:
-        path = info.files[fi]
-        row0 = 0
-        for _, labels, X in _checked_batches(path, dim, rows, info.pq):
+    order = list(order)
+    starts = np.concatenate([[0], np.cumsum(info.rows, dtype=np.int64)])
+    mix = max(1, int(mix))
+    for w in range(0, len(order), mix):
+        window = order[w:w + mix]
+        per = max(1, rows // len(window))
+        readers = {fi: _checked_batches(info.files[fi], dim, per, info.pq) for fi in window}
+        row0 = dict.fromkeys(window, 0)
+        while readers:
+            parts = []
+            for fi in window:
+                if fi not in readers:
+                    continue
+                item = next(readers[fi], None)
+                if item is None:
+                    del readers[fi]
+                    continue
+                _, labels, X = item
+                path, n = info.files[fi], labels.shape[0]
+                if info.pq is None:
+                    check_feature_values(path, row0[fi], X, info.bound)
+                    if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or
+                                                     X.indices.max() >= dim):
+                        raise ValueError(
+                            f"shard {str(path)!r} has a feature index outside [0, {dim}).")
+                parts.append((labels, X, np.arange(starts[fi] + row0[fi],
+                                                   starts[fi] + row0[fi] + n, dtype=np.int64)))
+                row0[fi] += n
+            if not parts:
+                break
+            if len(parts) == 1:
+                labels, X, index = parts[0]
+            else:
+                labels = np.concatenate([p[0] for p in parts])
+                X = (sp.vstack([p[1] for p in parts], format="csr") if sp.issparse(parts[0][1])
+                     else np.concatenate([p[1] for p in parts]))
+                index = np.concatenate([p[2] for p in parts])
             n = labels.shape[0]
-            if info.pq is None:
-                check_feature_values(path, row0, X, info.bound)
-                if sp.issparse(X) and X.nnz and (X.indices.min() < 0 or X.indices.max() >= dim):
-                    raise ValueError(f"shard {str(path)!r} has a feature index outside [0, {dim}).")
             if rng is not None:  # pq: codes are shuffled before decoding (one float32 copy)
                 perm = rng.permutation(n)
                 X = X[perm]
                 labels = labels[perm]
-            row0 += n
+                index = index[perm]
             if info.pq is not None:
                 X = decode_codes(X, info.pq, np.empty((n, dim), dtype=np.float32))
-            yield path, labels, X
+            path = info.files[window[0]]
+            yield (path, labels, X, index) if with_index else (path, labels, X)
 
 
 def first_rows(info: SplitInfo, dim: int, rows: int, n: int):

@@ -4,7 +4,11 @@
     spark-submit jobs/extract_features.py --feature-set NAME --images IMAGES \
         --codebooks CODEBOOKS --features FEATURES
 
-The image shards are range-partitioned by id; each task turns its Arrow
+The image shards are range-partitioned by the SHA-256 of the id (rows in that
+order within a task; :data:`ROW_ORDER`), so each feature shard holds the
+classes in a fixed pseudo-random order instead of one class after another:
+training streams shards chunk by chunk, and rows grouped by class cost 2-35
+points of val top-1 in the first epochs (the many-class benchmark) (docs/BENCHMARKS.md, "Dual coordinate descent in bowsvm train"). Each task turns its Arrow
 batches of image rows into feature rows (:func:`feature_batch`: decode, the
 preset's coding pipeline :func:`bowsvm.coding.feature_vectors`) and writes them
 itself with the one feature-shard writer (:class:`bowsvm.io.features.ShardWriter`),
@@ -389,10 +393,15 @@ def run_spark(spark, args) -> int:
             return extract_partition(batches, cb_arrays, preset, attempts, dim, per_file, task_cpus,
                                      run)
 
-        # Range partitions by id hold near-equal numbers of images (hash partitions of a
-        # few hundred images differed by +-25%, and the job waits for the largest).
+        # Range partitions hold near-equal numbers of images (hash partitions of a few
+        # hundred images differed by +-25%, and the job waits for the largest); ranges of
+        # the id's SHA-256 mix the classes (ROW_ORDER).
+        from pyspark.sql import functions as F
+
         with parquet.spark_read_errors("image shard"):
-            results = (df.repartitionByRange(n_part, "id").sortWithinPartitions("id")
+            results = (df.withColumn(ROW_ORDER, F.sha2(F.col("id"), 256))
+                       .repartitionByRange(n_part, ROW_ORDER).sortWithinPartitions(ROW_ORDER)
+                       .drop(ROW_ORDER)
                        .mapInArrow(partition_fn, TASK_RESULT_DDL).collect())
         rejects = commit_task_output([r.asDict() for r in results], tmp / "_attempts", tmp)
         n_rejected = len(rejects)
@@ -447,11 +456,22 @@ def run_spark(spark, args) -> int:
 
 # --------------------------------------------------------------- in-process twin
 
+#: The column extract orders image rows by: the hex SHA-256 of the id (Spark's ``sha2``).
+ROW_ORDER = "_row_order"
+
+
+def row_order_key(image_id: str) -> str:
+    """The key extract orders rows by (Spark's ``sha2(id, 256)``): classes come mixed."""
+    import hashlib
+
+    return hashlib.sha256(str(image_id).encode("utf-8")).hexdigest()
+
+
 def extract_local(images, preset, codebook, splits=None, batch_rows: int | None = None):
     """In-process extraction of an image-shard folder: ``{split: (ids, labels, X)}``.
 
     The same per-batch function as the Spark stage (:func:`feature_batch`),
-    without Spark; rows sorted by id, rejects left out.
+    without Spark; rows in the stage's order (:func:`row_order_key`), rejects left out.
     """
     from bowsvm.coding import stack_features
 
@@ -467,7 +487,7 @@ def extract_local(images, preset, codebook, splits=None, batch_rows: int | None 
     dim = int(preset["output"]["dim"])
     result = {}
     for split, rows in out.items():
-        rows.sort(key=lambda r: r["id"])
+        rows.sort(key=lambda r: row_order_key(r["id"]))
         if preset["output"]["layout"] == "dense":
             vecs = [np.asarray(r["x"], np.float32) for r in rows]
         else:

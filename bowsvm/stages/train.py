@@ -1,4 +1,4 @@
-"""Stage ``train``: one-vs-all linear SVMs (ASGD) on one feature set's train split.
+"""Stage ``train``: one-vs-all linear SVMs (ASGD or DCD) on one feature set's train split.
 
 Two ways to run it, one stage:
 
@@ -25,9 +25,12 @@ Two ways to run it, one stage:
     s3://...``: every task opens it with pyarrow).
 
 Determinism: epoch ``e`` visits the shards in the order
-``default_rng([seed, e]).permutation`` and shuffles the rows of each chunk with
-the same generator, so the sample sequence depends only on ``seed`` and the
-chunk size (itself fixed by the memory budget; :func:`bowsvm.io.features.rows_per_chunk`).
+``default_rng([seed, e]).permutation``, reads them ``shards_per_chunk`` at a
+time side by side (each chunk takes its rows from all of them, so it mixes
+their classes), and shuffles the rows of each chunk with the same generator,
+so the sample sequence depends only on ``seed``, the chunk size and the number
+of shards read side by side (both fixed by the memory budget;
+:func:`bowsvm.io.features.rows_per_chunk`, :func:`bowsvm.io.features.shards_per_chunk`).
 
 Pieces: the shard reader is :mod:`bowsvm.io.features`, the trainer (epochs over
 the chunks it is handed) :mod:`bowsvm.asgd.trainer`, the model folder
@@ -45,6 +48,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,10 +62,11 @@ if TYPE_CHECKING:  # pyarrow: kept out of every CLI start-up
 
 NAME = "train"
 ORDER = 50
-HELP = "train ASGD one-vs-all linear SVMs on one feature set"
+HELP = "train one-vs-all linear SVMs (ASGD or dual coordinate descent) on one feature set"
 DESCRIPTION = (
-    "Train one-vs-all linear SVMs (hinge loss, L2) by averaged SGD on the train split of "
-    "FEATURES/NAME, streaming the Parquet shards chunk by chunk within --memory-budget "
+    "Train one-vs-all linear SVMs (hinge loss, L2) on the train split of FEATURES/NAME by "
+    "averaged SGD (--solver asgd, the default) or averaged dual coordinate descent (--solver "
+    "dcd), streaming the Parquet shards chunk by chunk within --memory-budget "
     "(read ahead on a background thread). Validates on the val split after every epoch "
     "(top-1, top-5, objective -> log.jsonl), checkpoints after every epoch (--resume "
     "continues a killed run exactly, given the same --n-jobs), and writes MODELS/NAME "
@@ -79,6 +84,17 @@ PROBE_ROWS = 1000
 #: Rows of the seed's first chunk on which ``--eta0 auto`` calibrates.
 CALIBRATION_ROWS = 1000
 
+#: The solvers of ``--solver`` (the first is the default; docs/DESIGN.md, "Dual
+#: coordinate descent", and docs/BENCHMARKS.md, "Dual coordinate descent in bowsvm train").
+SOLVERS = ("asgd", "dcd")
+
+#: Defaults of the options that only ASGD reads (None on the command line: not given).
+ASGD_DEFAULTS = {"eta0": "auto", "power": 2 / 3, "average_decay": 3.0, "bias_lr": 0.02}
+
+#: A run whose dual variables and weights would take more than this fraction of the
+#: machine's memory is refused before it starts (``--solver dcd``).
+DUAL_MEMORY_FRACTION = 0.6
+
 
 def add_arguments(parser) -> None:
     """The options of ``bowsvm train`` and ``jobs/train_groups.py``."""
@@ -89,10 +105,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reg", default="1e-4", metavar="LAMBDA[,LAMBDA...]",
                         help="L2 penalty lambda; a comma-separated list trains every value in "
                              "the same data pass and keeps the best on val")
-    parser.add_argument("--eta0", default="auto", metavar="ETA0[,ETA0...]",
-                        help="initial step, or 'auto': a quarter of the step that does best "
-                             "in one pass over a sample of 1000 rows (per --reg and "
-                             "--pos-weight value); a list as for --reg")
+    parser.add_argument("--solver", default=SOLVERS[0], choices=SOLVERS,
+                        help="asgd: averaged SGD (options marked 'asgd' apply to it only); "
+                             "dcd: dual coordinate descent (liblinear's solver, no step size; "
+                             "keeps one float32 per class and train row: C x n x 4 bytes, "
+                             "split over --groups)")
+    parser.add_argument("--eta0", default=None, metavar="ETA0[,ETA0...]",
+                        help="asgd: initial step, or 'auto' (the default): a quarter of the "
+                             "step that does best in one pass over a sample of 1000 rows (per "
+                             "--reg and --pos-weight value); a list as for --reg")
     parser.add_argument("--pos-weight", default="auto", metavar="Q[,Q...]",
                         help="weight of a positive sample's hinge loss in each one-vs-all "
                              "problem (negatives weigh 1); 'auto' is (C-1)/sqrt(C) for C "
@@ -102,18 +123,21 @@ def add_arguments(parser) -> None:
                              "without a gain (0: off, the model is the last epoch's)")
     parser.add_argument("--select", default="top1", choices=("top1", "top5"),
                         help="val score that early stopping and the lists follow")
-    parser.add_argument("--power", type=float, default=2 / 3,
-                        help="step decay: eta_t = eta0 / (1 + reg eta0 t)^power")
+    parser.add_argument("--power", type=float, default=None,
+                        help="asgd: step decay: eta_t = eta0 / (1 + reg eta0 t)^power "
+                             f"(default {ASGD_DEFAULTS['power']:.4g})")
     parser.add_argument("--average-start", default="auto", metavar="N",
                         help="start averaging after this many samples; 'auto': after the "
-                             "first epoch (from the start when --epochs is 1)")
-    parser.add_argument("--average-decay", type=float, default=3.0, metavar="K",
-                        help="weight recent iterates more in the average: alpha_t = "
+                             "first epoch (from the start when --epochs is 1); dcd averages "
+                             "the iterates at the end of each block")
+    parser.add_argument("--average-decay", type=float, default=None, metavar="K",
+                        help="asgd: weight recent iterates more in the average: alpha_t = "
                              "(K + 1) / (t - start + K) after the start (the weight of "
-                             "iterate s grows like s^K); 0 is the plain mean")
-    parser.add_argument("--bias-lr", type=float, default=0.02,
-                        help="bias step factor: b += bias-lr x the weights' step (the bias is "
-                             "not regularised)")
+                             "iterate s grows like s^K); 0 is the plain mean (default "
+                             f"{ASGD_DEFAULTS['average_decay']:g})")
+    parser.add_argument("--bias-lr", type=float, default=None,
+                        help="asgd: bias step factor: b += bias-lr x the weights' step (the "
+                             f"bias is not regularised; default {ASGD_DEFAULTS['bias_lr']:g})")
     parser.add_argument("--epochs", type=int, default=5, help="passes over the train split")
     parser.add_argument("--memory-budget", default="2GB",
                         help="bytes for data chunks in memory (weights come on top: 2 x C x dim x 4)")
@@ -123,7 +147,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-jobs", type=int, default=None,
                         help="threads; unset means all (in jobs/train_groups.py: per task, unset means 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-epoch shuffles")
-    parser.add_argument("--no-average", action="store_true", help="plain SGD (no averaging)")
+    parser.add_argument("--no-average", action="store_true",
+                        help="no averaging: the last iterate (plain SGD for asgd)")
     parser.add_argument("--no-validate", action="store_true", help="skip the per-epoch val evaluation")
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model")
@@ -204,24 +229,40 @@ def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[
     whether setting ``k``'s eta0 is still to be calibrated. Validated by
     :class:`bowsvm.asgd.ASGDClassifier`, so the CLI and the estimator accept
     exactly the same values. ``n_train`` resolves ``--average-start auto``
-    (:func:`average_start`).
+    (:func:`average_start`). With ``--solver dcd`` there is no eta0 (the
+    settings are the ``--reg`` x ``--pos-weight`` values; the ASGD-only fields
+    eta0, power, average_decay and bias_lr are 0) and giving an ASGD-only option
+    is an error.
 
     Raises
     ------
     ValueError
         Naming the option of a bad value.
     """
+    from dataclasses import replace
+
     from bowsvm.asgd import ASGDClassifier
     from bowsvm.asgd.trainer import auto_pos_weight
 
+    solver = getattr(args, "solver", "asgd")
+    asgd = {k: getattr(args, k, None) for k in ASGD_DEFAULTS}
+    if solver not in SOLVERS:
+        raise ValueError(f"--solver {solver!r} is not one of {', '.join(SOLVERS)}.")
+    if solver == "dcd":
+        given = [f"--{k.replace('_', '-')}" for k, v in asgd.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the "
+                             f"step of --solver asgd; dual coordinate descent (--solver dcd) "
+                             f"has no step: drop {' and '.join(given)} or pass --solver asgd.")
+    asgd = {k: ASGD_DEFAULTS[k] if v is None else v for k, v in asgd.items()}
     hypers, autos = [], []
     regs = parse_values("--reg", args.reg)
-    etas = parse_values("--eta0", args.eta0, auto=True)
+    etas = parse_values("--eta0", asgd["eta0"], auto=True) if solver == "asgd" else [0.1]
     weights = parse_values("--pos-weight", args.pos_weight, auto=True)
     avg_start = average_start(args, n_train)
     for e in etas:
         if e is not None and not e > 0:
-            raise ValueError(f"--eta0 {args.eta0!r}: {e:g} must be positive, or 'auto'.")
+            raise ValueError(f"--eta0 {asgd['eta0']!r}: {e:g} must be positive, or 'auto'.")
     for q in weights:
         if q is not None and not q > 0:
             raise ValueError(f"--pos-weight {args.pos_weight!r}: {q:g} must be positive, or "
@@ -231,9 +272,9 @@ def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[
             for q in weights:
                 q = auto_pos_weight(n_classes) if q is None else q
                 est = ASGDClassifier(reg=reg, eta0=eta0 if eta0 is not None else 1e-3,
-                                     power=args.power, average_start=avg_start,
-                                     average_decay=args.average_decay,
-                                     bias_lr=args.bias_lr, block_size=args.block_size,
+                                     power=asgd["power"], average_start=avg_start,
+                                     average_decay=asgd["average_decay"],
+                                     bias_lr=asgd["bias_lr"], block_size=args.block_size,
                                      averaged=not args.no_average, pos_weight=q)
                 try:
                     h = est._hyper()
@@ -241,10 +282,14 @@ def hypers_from_args(args, n_classes: int, n_train: int | None = None) -> tuple[
                     msg = str(exc)
                     for py, opt in _OPTION_NAMES:
                         msg = re.sub(rf"(?<![-\w]){py}\b(?=[ =*.,;)]|$)", opt, msg)
+                    step = (f" with --eta0 {'auto' if eta0 is None else f'{eta0:g}'}"
+                            if solver == "asgd" else "")
                     where = "" if len(regs) * len(etas) * len(weights) == 1 else (
-                        f"--reg {reg:g} with --eta0 {'auto' if eta0 is None else f'{eta0:g}'} "
-                        f"and --pos-weight {q:g}: ")
+                        f"--reg {reg:g}{step} and --pos-weight {q:g}: ")
                     raise type(exc)(where + msg) from None
+                if solver == "dcd":  # no step: the ASGD-only fields are zero
+                    h = replace(h, solver="dcd", eta0=0.0, power=0.0, average_decay=0.0,
+                                bias_lr=0.0)
                 if (h, eta0 is None) not in zip(hypers, autos):
                     hypers.append(h)
                     autos.append(eta0 is None)
@@ -320,6 +365,7 @@ class TrainConfig:
     rows_per_chunk: int
     feature_set: str
     manifest_hash: str
+    shards_per_chunk: int = 1
     eta0_auto: list = field(default_factory=list)
     only_groups: list = field(default_factory=list)
     early_stop: int = 0
@@ -327,9 +373,9 @@ class TrainConfig:
 
 
 def _xy(chunks):
-    """``(X, y)`` pairs, the trainer's chunks, from the reader's ``(path, labels, X)``."""
-    for _, labels, X in chunks:
-        yield X, labels
+    """``(X, y[, idx])``, the trainer's chunks, from the reader's ``(path, labels, X[, idx])``."""
+    for _, labels, X, *idx in chunks:
+        yield (X, labels, *idx)
 
 
 def validation(groups_wb, val, dim: int, rows: int, reg: float, pos_weight: float = 1.0) -> dict:
@@ -347,9 +393,54 @@ def validation(groups_wb, val, dim: int, rows: int, reg: float, pos_weight: floa
     return {"top1": ev["top1"], "top5": ev["top5"], "objective": ev["objective"]}
 
 
-def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int) -> tuple:
+def check_dual_memory(hypers, n_classes: int, n_train: int, dim: int) -> None:
+    """Refuse a DCD run whose dual variables and weights would not fit in memory.
+
+    Each ``--solver dcd`` setting keeps one float32 per (class trained here, train
+    row) and three weight matrices (C x dim float32: weights, mean, GEMM buffer).
+
+    Raises
+    ------
+    ValueError
+        If they exceed :data:`DUAL_MEMORY_FRACTION` of the machine's memory, with the
+        sizes and the ways out (class groups on Spark, or --solver asgd).
+    """
+    from bowsvm.asgd.dcd import dual_bytes
+
+    k = sum(h.solver == "dcd" for h in hypers)
+    if not k:
+        return
+    need = k * (dual_bytes(n_classes, n_train) + 3 * 4 * n_classes * dim)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if need > DUAL_MEMORY_FRACTION * total:
+        raise ValueError(
+            f"--solver dcd needs {need / 2**30:.1f} GiB here ({k} setting(s) x {n_classes} "
+            f"classes x {n_train} train rows of dual variables, plus weights), more than "
+            f"{DUAL_MEMORY_FRACTION:.0%} of this machine's {total / 2**30:.1f} GiB; split the "
+            f"classes over Spark tasks (jobs/train_groups.py --groups G), train fewer --reg/"
+            f"--pos-weight values at once, or pass --solver asgd (no per-row state)."
+        )
+
+
+def warn_if_grouped(fs: FeatureShards, train) -> None:
+    """Warn when the train split's rows come class after class (they train worse streamed)."""
+    if train.grouped_by_class():
+        warnings.warn(
+            f"the train rows of feature set {fs.name!r} come class after class ({train.runs} "
+            f"runs of one label in {train.n} rows): streamed chunks then hold few classes, and "
+            f"training converges slower (on the many-class benchmark, val top-1 after 4-5 "
+            f"epochs was 3 points lower for ASGD and 8 for DCD). Re-extract the feature set (bowsvm extract --overwrite), which "
+            f"writes rows in a mixed order.", stacklevel=3)
+
+
+def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int,
+              mix: int = 1) -> tuple:
     """``(hypers, eta0_auto)`` with eta0 calibrated, where ``eta0_auto`` says so, on the first
-    1000 rows of the seed's order; settings that become equal are kept once (the first)."""
+    1000 rows of the seed's order (``mix`` shards side by side, as training reads them);
+    settings that become equal are kept once (the first)."""
     import numpy as np
 
     from bowsvm.asgd.trainer import with_eta0
@@ -357,7 +448,7 @@ def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int)
 
     if any(eta0_auto):
         _, labels, X = next(iter_chunks(train, fs.dim, min(rows, CALIBRATION_ROWS),
-                                        np.random.default_rng([seed, 0])))
+                                        np.random.default_rng([seed, 0]), mix=mix))
     out, autos = [], []
     for h, auto in zip(hypers, eta0_auto):
         h = with_eta0(h, X, labels, len(fs.classes)) if auto else h
@@ -432,6 +523,7 @@ def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 
     from bowsvm.io.checkpoints import read_checkpoint, write_checkpoint
     from bowsvm.io.features import (
         first_rows, iter_chunks, read_ahead, rows_per_chunk, scan_split, shard_files,
+        shards_per_chunk,
     )
 
     t_start = time.perf_counter()
@@ -462,17 +554,23 @@ def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 
             f"and feature set {fs.folder} has none (or only some class groups train here)."
         )
     rows = rows_per_chunk(fs, train, budget)
+    mix = shards_per_chunk(train, budget)
+    if only_groups is None:  # (the Spark driver warns once for its tasks)
+        warn_if_grouped(fs, train)
     with thread_limit(n_threads):
-        hypers, autos = auto_eta0(fs, train, hypers, autos, seed, rows)
+        hypers, autos = auto_eta0(fs, train, hypers, autos, seed, rows, mix)
         cfg = asdict(TrainConfig(hypers=[asdict(h) for h in hypers], seed=seed, epochs=epochs,
                                  groups=len(parts), rows_per_chunk=rows, feature_set=fs.name,
+                                 shards_per_chunk=mix,
                                  manifest_hash=content_hash(fs.manifest), eta0_auto=autos,
                                  only_groups=todo, early_stop=early_stop, select=select))
 
         def stopping():
             return EarlyStopping(select, early_stop) if (early_stop and val is not None) else None
 
-        cands = [Candidate(h, new_states(parts, todo, fs.dim, h), stopping()) for h in hypers]
+        check_dual_memory(hypers, sum(len(parts[g]) for g in todo), train.n, fs.dim)
+        cands = [Candidate(h, new_states(parts, todo, fs.dim, h, train.n), stopping())
+                 for h in hypers]
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         loaded = read_checkpoint(ckpt, cfg) if (resume and ckpt is not None) else None
         done = 0
@@ -499,9 +597,12 @@ def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 
                 return ({}, objective(W, b, probe_X, probe_y, rc, c.hyper.reg, c.hyper.pos_weight),
                         f"train-sample ({probe_y.shape[0]} rows)")
 
+        dual = any(h.solver == "dcd" for h in hypers)
+
         def chunks(epoch):
             rng = np.random.default_rng([seed, epoch])
-            return _xy(read_ahead(iter_chunks(train, fs.dim, rows, rng)))
+            return _xy(read_ahead(iter_chunks(train, fs.dim, rows, rng, with_index=dual,
+                                              mix=mix)))
 
         def after(epoch, cands):
             if on_epoch is not None:
@@ -521,7 +622,8 @@ def train_feature_set(fs: FeatureShards, *, hyper, epochs: int = 5, seed: int = 
                      on_epoch=after)
     chosen = choose(cands, select) if val is not None else (0 if len(cands) == 1 else None)
     c = cands[chosen if chosen is not None else 0]
-    info = {"eta0": c.hyper.eta0, "rows_per_chunk": rows, "n_train": train.n,
+    info = {"eta0": c.hyper.eta0, "rows_per_chunk": rows, "shards_per_chunk": mix,
+            "n_train": train.n,
             "seconds": round(time.perf_counter() - t_start, 3), "hyper": asdict(c.hyper),
             "seed": seed, "groups": len(parts), "model_epoch": c.model_epoch,
             "selection": selection_record(cands, chosen, select, early_stop)}
@@ -534,7 +636,8 @@ def selection_record(cands, chosen, select: str, early_stop: int) -> dict:
     for c in cands:
         e = c.model_epoch
         row = next((r for r in c.log_rows if r["epoch"] == e), {})
-        tried.append({"reg": c.hyper.reg, "eta0": c.hyper.eta0, "pos_weight": c.hyper.pos_weight,
+        tried.append({"solver": c.hyper.solver, "reg": c.hyper.reg, "eta0": c.hyper.eta0,
+                      "pos_weight": c.hyper.pos_weight,
                       "epochs": len(c.log_rows), "model_epoch": e,
                       "top1": row.get("top1"), "top5": row.get("top5"),
                       "finished": c.finished, "error": c.error})
@@ -543,6 +646,9 @@ def selection_record(cands, chosen, select: str, early_stop: int) -> dict:
 
 def model_manifest(fs: FeatureShards, log_rows: list, info: dict, seconds: float) -> dict:
     """The model folder's ``manifest.json`` (keys: docs/FORMATS.md, "Models")."""
+    from bowsvm.asgd.core import Hyper
+    from bowsvm.asgd.trainer import method
+
     return {
         "stage": "train", "feature_set": fs.name, "preset": fs.manifest.get("preset"),
         "preset_hash": fs.preset_hash, "codebook_hash": fs.manifest.get("codebook_hash"),
@@ -551,11 +657,12 @@ def model_manifest(fs: FeatureShards, log_rows: list, info: dict, seconds: float
         "t": log_rows[-1]["t"] if log_rows else 0, "seed": info["seed"],
         "groups": info["groups"], "eta0": info["eta0"], "model_epoch": info["model_epoch"],
         "selection": info["selection"],
-        "rows_per_chunk": info["rows_per_chunk"], "n_train": info["n_train"],
+        "rows_per_chunk": info["rows_per_chunk"],
+        "shards_per_chunk": info["shards_per_chunk"], "n_train": info["n_train"],
         "seconds": round(seconds, 3),
         "timings": {"train_seconds": info["seconds"],
                     "epoch_seconds": [r.get("seconds") for r in log_rows]},
-        "method": "asgd" if info["hyper"]["averaged"] else "sgd",
+        "method": method(Hyper(**info["hyper"])),
     }
 
 
@@ -575,7 +682,8 @@ def _report_choice(args, cands, chosen: int, info: dict) -> None:
         return
     c = cands[chosen]
     h = c.hyper
-    what = (f"setting {chosen} of {len(cands)} (reg {h.reg:g}, eta0 {h.eta0:g}, "
+    eta0 = f", eta0 {h.eta0:g}" if h.solver == "asgd" else ""
+    what = (f"setting {chosen} of {len(cands)} (reg {h.reg:g}{eta0}, "
             f"pos-weight {h.pos_weight:g})" if len(cands) > 1 else "the model")
     print(f"[train] chose {what}: epoch {info['model_epoch']} of {len(c.log_rows)} trained, "
           f"val {args.select} {c.score(args.select):.4f}", file=sys.stderr)
@@ -658,7 +766,7 @@ def run_spark(spark, args) -> int:
     """
     from bowsvm.asgd.trainer import Candidate, EarlyStopping, check_divergence, choose
     from bowsvm.io.features import (
-        open_feature_set, rows_per_chunk, scan_split, shard_files,
+        open_feature_set, rows_per_chunk, scan_split, shard_files, shards_per_chunk,
     )
     from bowsvm.io.models import read_group_weights, write_model
 
@@ -668,10 +776,12 @@ def run_spark(spark, args) -> int:
     hypers, autos = hypers_from_args(args, len(fs.classes), train_rows(fs))
     out = _model_dir(args, fs)
     train = scan_split(fs, "train", require_all_classes=True)  # errors before any task
+    warn_if_grouped(fs, train)
     val = scan_split(fs, "val") if (not args.no_validate and shard_files(fs.folder, "val")) else None
     choosing = len(hypers) > 1 or args.early_stop > 0  # check_arguments made sure of val
     rows = rows_per_chunk(fs, train, parse_bytes(args.memory_budget))
-    hypers, _ = auto_eta0(fs, train, hypers, autos, args.seed, rows)
+    hypers, _ = auto_eta0(fs, train, hypers, autos, args.seed, rows,
+                          shards_per_chunk(train, parse_bytes(args.memory_budget)))
 
     staging = Path(args.models).absolute() / f".{fs.name}.groups"
     shutil.rmtree(staging, ignore_errors=True)

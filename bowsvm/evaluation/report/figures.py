@@ -74,7 +74,7 @@ def report_figures(data: dict) -> dict:
                         if k != "objective":
                             ys = 100 * ys
                         ax.plot(c["epoch"], ys, marker="o", ms=3,
-                                ls="-" if meth == "asgd" else "--", color=f"C{si % 10}",
+                                ls="-" if meth in ("asgd", "dcd") else "--", color=f"C{si % 10}",
                                 label=f"{name} {meth.upper()}")
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(k if k == "objective" else f"{k} (%)")
