@@ -15,8 +15,9 @@ whatever the block size and thread count (tests/test_dcd.py). ``bowsvm train
 --solver dcd`` runs it.
 
 Averaging: from ``average_start`` samples on, the model is the running mean of
-the iterates at the end of each block (measured to meet the 5-epoch bar on
-both benchmarks; docs/BENCHMARKS.md, "Dual coordinate descent in bowsvm train").
+the iterates at the end of each block: on both benchmarks it scores above the
+last iterate, which swings from epoch to epoch (docs/BENCHMARKS.md, "Dual
+coordinate descent in the block form: a study").
 
 The dual variables need each row's index in the train split: a chunk comes
 with ``idx`` (:func:`bowsvm.io.features.iter_chunks` ``with_index=True``).

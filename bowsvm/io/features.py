@@ -855,9 +855,13 @@ MIX_BUDGET_FRACTION = 0.5
 
 
 def _largest_row_group(info: SplitInfo) -> int:
-    metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
-    return max((md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
-               default=0)
+    """Bytes of the split's largest decoded row group (footers read once per SplitInfo)."""
+    if "_largest_rg" not in info.__dict__:
+        metas = [parquet.open_file(f, "feature shard").metadata for f in info.files]
+        info.__dict__["_largest_rg"] = max(
+            (md.row_group(i).total_byte_size for md in metas for i in range(md.num_row_groups)),
+            default=0)
+    return info.__dict__["_largest_rg"]
 
 
 def shards_per_chunk(info: SplitInfo, budget_bytes: int) -> int:

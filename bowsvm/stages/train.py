@@ -432,8 +432,8 @@ def warn_if_grouped(fs: FeatureShards, train) -> None:
             f"the train rows of feature set {fs.name!r} come class after class ({train.runs} "
             f"runs of one label in {train.n} rows): streamed chunks then hold few classes, and "
             f"training converges slower (on the many-class benchmark, val top-1 after 4-5 "
-            f"epochs was 3 points lower for ASGD and 8 for DCD). Re-extract the feature set (bowsvm extract --overwrite), which "
-            f"writes rows in a mixed order.", stacklevel=3)
+            f"epochs was 3 points lower for ASGD and 8 for DCD). Re-extract the feature set "
+            f"(bowsvm extract --overwrite), which writes rows in a mixed order.", stacklevel=3)
 
 
 def auto_eta0(fs: FeatureShards, train, hypers, eta0_auto, seed: int, rows: int,

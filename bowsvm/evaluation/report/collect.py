@@ -12,7 +12,8 @@ Conventions (documented choices)
   SGD baseline of ``NAME`` and is not a feature set of its own.
 * Convergence (paper Fig. 3): rows of ``models/NAME/log.jsonl``. A row may carry
   ``"method": "asgd"`` or ``"sgd"`` (``bowsvm train --solver asgd`` writes it;
-  ``--no-average`` gives "sgd"; the default solver writes "dcd" or "dcd-last"); rows without it count as "asgd" in ``NAME`` and as "sgd" in
+  ``--no-average`` gives "sgd"; ``--solver dcd`` writes "dcd" or "dcd-last");
+  rows without it count as "asgd" in ``NAME`` and as "sgd" in
   ``NAME-sgd`` or in ``BASELINE/NAME`` (``--baseline-models BASELINE``, e.g. a
   root written by ``bowsvm train --no-average --models BASELINE``). Each curve plots, per epoch, whichever of
   ``objective``, ``top1``, ``top5`` (and ``val_top1``, ``val_top5``) the rows have.
