@@ -77,6 +77,19 @@ class SpareRows:
             self._VX = buf
         return buf
 
+    def block_products(self, X, pos: int, m: int):
+        """``(X_B, [V; X_B] X_B^T)`` for rows ``pos .. pos+m-1`` of ``X`` (dense, or CSR
+        densified): the block is copied into the spare rows below V, so one GEMM gives
+        the margins (first C rows) and the block's Gram matrix (last m rows)."""
+        C = self.V.shape[0]
+        VX = self.reserve(m)
+        if sp.issparse(X):
+            X[pos:pos + m].toarray(out=VX[C:C + m])
+        else:
+            VX[C:C + m] = X[pos:pos + m]
+        XB = VX[C:C + m]
+        return XB, VX[:C + m] @ XB.T
+
 
 class GroupState(SpareRows):
     """Training state of one class group.
@@ -188,6 +201,37 @@ class GroupState(SpareRows):
         return st
 
 
+def walks_sparse(X, pos: int, m: int, dense_above: float) -> bool:
+    """True if CSR rows ``pos .. pos+m-1`` hold at most ``dense_above`` non-zeros per entry
+    (the block is walked row by row, not densified for GEMMs)."""
+    return bool(X.indptr[pos + m] - X.indptr[pos] <= dense_above * m * X.shape[1])
+
+
+#: ``sparse_rows_update``'s ratio argument when U is not updated (it is not read then).
+_NO_RATIO = np.empty(0)
+
+
+def add_block(V, U, A, XB, ratio=None) -> int:
+    """``V += A X_B``, and ``U += (A diag(ratio)) X_B`` when ``ratio`` is given.
+
+    Row by row over the non-zeros of A when they are fewer than
+    :data:`SPARSE_UPDATE_DENSITY` of its entries, else by GEMM. Returns the
+    number of non-zeros of A.
+    """
+    nnz = int(np.count_nonzero(A))
+    if nnz:
+        update_u = ratio is not None
+        if nnz < SPARSE_UPDATE_DENSITY * A.size:
+            _kernels.sparse_rows_update(V, U if update_u else V, A,
+                                        ratio if update_u else _NO_RATIO, XB, update_u,
+                                        numba.get_num_threads())
+        else:
+            _gemm_update(V, A, XB)
+            if update_u:
+                _gemm_update(U, A * ratio[None, :], XB)
+    return nnz
+
+
 def _gemm_update(W, A, XB):
     """``W += A @ XB`` in place through BLAS (W and XB C-contiguous)."""
     gemm = _blas.get_blas_funcs("gemm", dtype=W.dtype)
@@ -233,7 +277,6 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
     if is_sparse:
         data, indices, indptr = X.data, X.indices, X.indptr
         dense_above = DENSE_BLOCK_ABOVE if dense_above is None else float(dense_above)
-        d = X.shape[1]
     Bmax = int(hyper.block_size)
     p11_prev = np.empty(Bmax)
     coef_v = np.empty(Bmax)
@@ -260,8 +303,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
                                         eta, alpha, P_out)
         yb = y[pos:pos + m]
         update_u = state.U is not None and bool(np.any(coef_u[:m] != 0.0))
-        walk_sparse = is_sparse and indptr[pos + m] - indptr[pos] <= dense_above * m * d
-        if walk_sparse:
+        if is_sparse and walks_sparse(X, pos, m, dense_above):
             tic = perf_counter()
             _kernels.csr_walk(state.V, state.U if state.U is not None else state.V,
                               data, indices, indptr, pos, m, state.row_class, yb,
@@ -273,15 +315,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
                 timings["pairs"] = timings.get("pairs", 0) + C * m
         else:
             tic = perf_counter()
-            # One GEMM gives margins and Gram matrix: [V; X_B] X_B^T, with X_B
-            # copied into the spare rows below V (see GroupState.reserve).
-            VX = state.reserve(m)
-            if is_sparse:  # a dense-ish block: densify it, then GEMMs as for dense data
-                X[pos:pos + m].toarray(out=VX[C:C + m])
-            else:
-                VX[C:C + m] = X[pos:pos + m]
-            XB = VX[C:C + m]
-            MG = VX[:C + m] @ XB.T
+            XB, MG = state.block_products(X, pos, m)  # margins and Gram matrix, one GEMM
             Mg = MG[:C]
             tac = perf_counter()
             G = np.ascontiguousarray(MG[C:], dtype=np.float64)
@@ -291,17 +325,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
                                 alpha, hyper.bias_lr, hyper.pos_weight, state.b, state.bbar,
                                 A, numba.get_num_threads())
             tw = perf_counter()
-            nnz = int(np.count_nonzero(A))
-            if nnz:
-                ratio = coef_u[:m] / coef_v[:m]
-                if nnz < SPARSE_UPDATE_DENSITY * C * m:
-                    _kernels.sparse_rows_update(
-                        state.V, state.U if state.U is not None else state.V,
-                        A, ratio, XB, update_u, numba.get_num_threads())
-                else:
-                    _gemm_update(state.V, A, XB)
-                    if update_u:
-                        _gemm_update(state.U, A * ratio[None, :], XB)
+            nnz = add_block(state.V, state.U, A, XB,
+                            coef_u[:m] / coef_v[:m] if update_u else None)
             if timings is not None:
                 tu = perf_counter()
                 for k, v in (("margins", tac - tic), ("gram", toc - tac), ("walk", tw - toc),

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bowsvm.asgd import _kernels
-from bowsvm.asgd.core import DENSE_BLOCK_ABOVE, SPARSE_UPDATE_DENSITY, SpareRows, _gemm_update
+from bowsvm.asgd.core import DENSE_BLOCK_ABOVE, SpareRows, add_block, walks_sparse
 
 __all__ = ["DualState", "dcd_chunk", "dual_bytes"]
 
@@ -169,36 +169,24 @@ def dcd_chunk(state: DualState, X, y, idx, hyper, dense_above: float | None = No
     uneg = 1.0 / (hyper.reg * N)
     qd = _row_norms(X)
     is_sparse = sp.issparse(X)
-    if is_sparse:
-        dense_above = DENSE_BLOCK_ABOVE if dense_above is None else float(dense_above)
-        d = X.shape[1]
+    dense_above = DENSE_BLOCK_ABOVE if dense_above is None else float(dense_above)
     C = state.V.shape[0]
     nt = numba.get_num_threads()
     B = int(hyper.block_size)
     for pos in range(0, n, B):
         m = min(B, n - pos)
         sl = slice(pos, pos + m)
-        if is_sparse and X.indptr[pos + m] - X.indptr[pos] <= dense_above * m * d:
+        if is_sparse and walks_sparse(X, pos, m, dense_above):
             _kernels.dcd_csr_walk(state.V, X.data, X.indices, X.indptr, pos, m, qd[sl],
                                   state.row_class, y[sl], idx[sl], state.alpha, upos, uneg,
                                   state.b, nt)
         else:
-            VX = state.reserve(m)  # one GEMM [W; X_B] X_B^T: margins and Gram matrix
-            if is_sparse:
-                X[sl].toarray(out=VX[C:C + m])
-            else:
-                VX[C:C + m] = X[sl]
-            XB = VX[C:C + m]
-            MG = VX[:C + m] @ XB.T
+            XB, MG = state.block_products(X, pos, m)  # margins and Gram matrix, one GEMM
             G = np.asarray(MG[C:], dtype=np.float64) + 1.0
             A = np.empty((C, m))
             _kernels.dcd_dense_walk(MG[:C], G, qd[sl], state.row_class, y[sl], idx[sl],
                                     state.alpha, upos, uneg, state.b, A, nt)
-            nnz = int(np.count_nonzero(A))
-            if nnz and nnz < SPARSE_UPDATE_DENSITY * C * m:
-                _kernels.sparse_rows_update(state.V, state.V, A, np.ones(m), XB, False, nt)
-            elif nnz:
-                _gemm_update(state.V, A, XB)
+            add_block(state.V, None, A, XB)
         if hyper.averaged and state.U is not None and state.t >= hyper.average_start:
             state.count += 1
             _kernels.running_mean(state.U, state.V, state.ubar, state.b, 1.0 / state.count, nt)
