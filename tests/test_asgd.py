@@ -107,11 +107,12 @@ def test_pos_weight_auto_and_one_is_unweighted(dense50):
     X, y, _ = dense50
     from bowsvm.asgd.trainer import auto_pos_weight
 
-    assert auto_pos_weight(50) == pytest.approx(49 / np.sqrt(50))
+    assert auto_pos_weight(50) == pytest.approx(49 / 50 ** (2 / 3))
+    assert auto_pos_weight(1000) == pytest.approx(9.99)
     assert auto_pos_weight(2) == 1.0 and auto_pos_weight(1) == 1.0
     kw = dict(max_epochs=1, shuffle=False, block_size=16, **KW)
     auto = ASGDClassifier(pos_weight="auto", **kw).fit(X, y)
-    fixed = ASGDClassifier(pos_weight=49 / np.sqrt(50), **kw).fit(X, y)
+    fixed = ASGDClassifier(pos_weight=49 / 50 ** (2 / 3), **kw).fit(X, y)
     assert auto.coef_.tobytes() == fixed.coef_.tobytes()
     one = ASGDClassifier(pos_weight=1.0, **kw).fit(X, y)
     default = ASGDClassifier(**kw).fit(X, y)
@@ -395,3 +396,52 @@ def test_early_stopping_errors(kw, err, match):
         ASGDClassifier(early_stopping=True, **kw).fit(X, y)
     with pytest.raises(TypeError, match="early_stopping must be True or False"):
         ASGDClassifier(early_stopping="yes").fit(X, y)
+
+
+@pytest.mark.parametrize("update, density", [("rows", 0.04), ("rows", 0.3), ("gemm", 0.2)])
+def test_densified_csr_blocks_equal_dense_rows(monkeypatch, update, density):
+    """A CSR block densified into the spare rows (scattered, then cleared again) and
+    updated from its CSR non-zeros gives the same values as the same rows given dense,
+    also when dense and CSR chunks alternate (the spare rows are dirty after a dense
+    one) and after a block that failed between products and release."""
+    monkeypatch.setattr(core, "SPARSE_UPDATE_DENSITY", 1.1 if update == "rows" else 0.0)
+    C, d, n = 9, 300, 150
+    X, y = _data(n, d, C, seed=3, density=density)
+    X = X.astype(np.float32)
+    h = core.Hyper(block_size=16, average_start=40, **KW)
+    chunks = [slice(0, 60), slice(60, 100), slice(100, 150)]
+    ref = core.GroupState(np.arange(C), d, np.float32)
+    st = core.GroupState(np.arange(C), d, np.float32)
+    calls = {"csr": 0, "dense": 0}
+    real_csr, real_dense = core._kernels.csr_rows_update, core._kernels.sparse_rows_update
+
+    def count(kind, real):
+        def f(*a):
+            calls[kind] += 1
+            return real(*a)
+        return f
+
+    monkeypatch.setattr(core._kernels, "csr_rows_update", count("csr", real_csr))
+    monkeypatch.setattr(core._kernels, "sparse_rows_update", count("dense", real_dense))
+    for e, sl in enumerate(chunks):
+        core.train_chunk(ref, X[sl], y[sl], h)
+        Xin = X[sl] if e == 1 else sp.csr_matrix(X[sl])  # CSR, dense, CSR
+        if e == 2:  # a block used without release leaves its rows dirty
+            st.block_products(sp.csr_matrix(X[:16] * 3), 0, 16)
+        core.train_chunk(st, Xin, y[sl], h, dense_above=0.0)
+    for a, b in ((st.V, ref.V), (st.U, ref.U), (st.b, ref.b), (st.bbar, ref.bbar),
+                 (st.P, ref.P)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(st.V).max() > 0.1
+    if update == "rows":  # sparse CSR blocks updated from their non-zeros, others not
+        assert calls["dense"] > 0
+        assert (calls["csr"] > 0) == (density < core.CSR_ROWS_UPDATE_BELOW)
+
+
+def test_csr_scatter_and_clear():
+    X = sp.random(40, 70, density=0.15, format="csr", random_state=3, dtype=np.float32)
+    out = np.zeros((13, 70), np.float32)
+    core._kernels.csr_scatter(X.data, X.indices, X.indptr, 20, 13, out, False, 2)
+    np.testing.assert_array_equal(out, X[20:33].toarray())
+    core._kernels.csr_scatter(X.data, X.indices, X.indptr, 20, 13, out, True, 2)
+    assert not out.any()

@@ -28,8 +28,8 @@ def test_one_pass_grid_reads_each_setting_as_trained_alone(tmp_path):
     settings = [r["setting"] for r in runs[1:]]
     assert len(settings) == 4 and len(set(settings)) == 4
     assert all(len(r["top1"]) == 3 and None not in r["top1"] for r in runs[1:])
-    # the last setting (reg 1e-5, pos-weight auto = 4/sqrt(5)) trained on its own
-    assert settings[3].startswith("--reg 1e-05 ") and "--pos-weight 1.78885" in settings[3]
+    # the last setting (reg 1e-5, pos-weight auto = 4/5^(2/3)) trained on its own
+    assert settings[3].startswith("--reg 1e-05 ") and "--pos-weight 1.36798" in settings[3]
     alone = _study(tmp_path, "alone", "--grid", "reg=1e-5 pos-weight=auto")["runs"][1]
     assert alone["top1"] == runs[4]["top1"] and alone["top5"] == runs[4]["top5"]
     best = max(runs[1:], key=lambda r: max(r["top1"]))
@@ -75,3 +75,36 @@ def test_shard_order_study_trains_both_orders_alike_on_mixed_rows(tmp_path, caps
     assert [(x["order"], x["epoch"]) for x in lines] == [("global", 1), ("global", 2),
                                                          ("4", 1), ("4", 2)]
     assert all(x["top1"] > 0.5 for x in lines)
+
+
+@pytest.mark.parametrize("solver, start", [("asgd", "0"), ("asgd", "epoch"), ("dcd", "0")])
+def test_density_bench_times_both_epochs_of_every_path(tmp_path, solver, start):
+    import bench_density
+    out = tmp_path / "density.json"
+    assert bench_density.main(["--n", "300", "--d", "400", "--classes", "7", "--densities",
+                               "0.01,0.2", "--reps", "1", "--solver", solver,
+                               "--average-start", start, "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["average_start"] == (300 if start == "epoch" else 0)
+    rows = summary["rows"]
+    assert [r["floor"] for r in rows] == ["csr_product", "gemm"]
+    for r in rows:
+        for path in ("sparse", "dense", "default"):
+            assert r[f"{path}_seconds"] > 0 and r[f"{path}_epoch1_seconds"] > 0
+        floor = r[f"{r['floor']}_seconds"]
+        assert r["default_over_floor"] == r["default_seconds"] / floor
+        assert r["default_epoch1_over_floor"] == r["default_epoch1_seconds"] / floor
+
+
+def test_block_update_bench_compares_both_forms(tmp_path):
+    import bench_block_update
+    out = tmp_path / "upd.json"
+    assert bench_block_update.main(["--n", "64", "--d", "300", "--classes", "9",
+                                    "--block-size", "16", "--densities", "0.05",
+                                    "--violations", "0.1,0.5", "--reps", "2",
+                                    "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["violations"] for r in rows] == [0.1, 0.5]
+    assert rows[0]["pairs_updated"] < rows[1]["pairs_updated"] and rows[0]["densify_blocks"] == 4
+    assert all(r["update_csr_rows_seconds"] > 0 and r["densify_scatter_clear_seconds"] > 0
+               for r in rows)

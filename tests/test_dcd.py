@@ -126,3 +126,29 @@ def test_dcd_chunk_refuses_bad_indices(data):
         dcd_chunk(st, X[:3], y[:3], np.array([0, 1, N]), h)
     with pytest.raises(ValueError, match="needs the number of train rows"):
         new_states([np.arange(C)], [0], D, h)
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.15])
+def test_densified_csr_equals_dense_rows(data, keep, monkeypatch):
+    """CSR blocks densified into the spare rows (and cleared after) and updated from their
+    non-zeros (sparse enough: ``keep``) or their dense rows give the values of the same rows
+    given dense, chunks alternating CSR/dense (the GEMM update is
+    test_dcd_matches_sequential's)."""
+    X, y, orders = data
+    X = X * (np.random.default_rng(1).random(X.shape) < keep)
+    from bowsvm.asgd import core
+    calls = []
+    real = core._kernels.csr_rows_update
+    monkeypatch.setattr(core._kernels, "csr_rows_update", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(core, "SPARSE_UPDATE_DENSITY", 1.1)  # row-by-row updates only
+    h = Hyper(reg=1e-2, block_size=16, average_start=0, solver="dcd")
+    ref = DualState(np.arange(C), D, N, np.float32)
+    st = DualState(np.arange(C), D, N, np.float32)
+    for e, order in enumerate(orders):
+        Xo = X[order].astype(np.float32)
+        dcd_chunk(ref, Xo, y[order], order, h)
+        dcd_chunk(st, Xo if e == 1 else sp.csr_matrix(Xo), y[order], order, h, dense_above=0.0)
+    for a, b in ((st.V, ref.V), (st.b, ref.b), (st.alpha, ref.alpha), (st.U, ref.U)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(st.V).max() > 0.1
+    assert bool(calls) == (keep < 1.0)  # density 0.4 x 0.15: under the threshold

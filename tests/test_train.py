@@ -204,7 +204,7 @@ def test_dcd_records_no_step_and_refuses_step_options(tmp_path, capsys):
     h = man["hyper_parameters"]
     assert man["method"] == "dcd" and h["solver"] == "dcd" and log[-1]["top1"] > 0.8
     assert (h["eta0"], h["power"], h["bias_lr"], h["average_decay"]) == (0.0, 0.0, 0.0, 0.0)
-    assert h["average_start"] == 300 and h["pos_weight"] == pytest.approx(5 / np.sqrt(6))
+    assert h["average_start"] == 300 and h["pos_weight"] == pytest.approx(5 / 6 ** (2 / 3))
     for opt in (["--eta0", "0.1"], ["--bias-lr", "0.1"], ["--power", "1"],
                 ["--average-decay", "0"]):
         assert cli.main([*base, "--models", str(tmp_path / "x"), *opt]) == 2

@@ -39,7 +39,7 @@ def test_pos_weight_cli_equals_sequential_algorithm(tmp_path):
                  "--power", "1", "--bias-lr", "0.3", "--pos-weight", "auto",
                  "--memory-budget", budget, "--seed", "7", "--block-size", "16") == 0
     coef, b, man, _ = load(tmp_path / "m")
-    q = 5 / np.sqrt(6)
+    q = 5 / 6 ** (2 / 3)
     assert man["hyper_parameters"]["pos_weight"] == pytest.approx(q)
     X, y, _ = _sequence(feats, budget, 7, 1)
     wbar, bbar, *_ = asgd_sequential(X, y, np.arange(6), reg=0.01, eta0=0.5, power=1.0,
@@ -250,7 +250,7 @@ def test_defaults_reweight_average_after_one_epoch_and_quarter_the_calibrated_st
     hp = man["hyper_parameters"]
     fs = open_feature_set(feats, "fs")
     train_info = scan_split(fs, "train")
-    q = 5 / np.sqrt(6)
+    q = 5 / 6 ** (2 / 3)
     assert hp["pos_weight"] == pytest.approx(q)
     assert hp["average_start"] == train_info.n == 300
     assert hp["average_decay"] == 3.0 and hp["bias_lr"] == 0.02

@@ -185,6 +185,51 @@ def sparse_rows_update(V, U, A, ratio, XB, update_u, n_threads):
                             V[c, k] += av * XB[j, k]
 
 
+@njit(parallel=True, **_FLAGS)
+def csr_rows_update(V, U, A, ratio, data, indices, indptr, row0, update_u, n_threads):
+    """:func:`sparse_rows_update` reading the block's rows from CSR (``row0 ..``): only
+    a row's non-zeros are visited, so a pair costs nnz, not d. The same values as
+    the dense form for CSR without duplicate indices (a zero entry adds 0 there; only a
+    zero weight's sign can differ)."""
+    C, B = A.shape
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        for c in range(c0, c1):
+            for j in range(B):
+                a = A[c, j]
+                if a != 0.0:
+                    av = V.dtype.type(a)
+                    k0 = indptr[row0 + j]
+                    k1 = indptr[row0 + j + 1]
+                    if update_u:
+                        au = U.dtype.type(a * ratio[j])
+                        for k in range(k0, k1):
+                            x = data[k]
+                            col = indices[k]
+                            V[c, col] += av * x
+                            U[c, col] += au * x
+                    else:
+                        for k in range(k0, k1):
+                            V[c, indices[k]] += av * data[k]
+
+
+@njit(parallel=True, **_FLAGS)
+def csr_scatter(data, indices, indptr, row0, m, out, clear, n_threads):
+    """Rows ``row0 .. row0+m-1`` of a CSR matrix into the zero rows ``out[:m]``
+    (``out[j, col] += value``, as scipy's ``toarray``), or with ``clear`` back to
+    zero at the same places: the cost is the block's non-zeros, not ``m x d``."""
+    nth = max(1, min(n_threads, m))
+    for th in prange(nth):
+        for j in range(th * m // nth, (th + 1) * m // nth):
+            for k in range(indptr[row0 + j], indptr[row0 + j + 1]):
+                if clear:
+                    out[j, indices[k]] = 0.0
+                else:
+                    out[j, indices[k]] += data[k]
+
+
 @njit(**_FLAGS)
 def _csr_step(V, U, c, j, k0, k1, dot, data, indices, row_class, y, p11_prev, coef_v,
               coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u):

@@ -75,20 +75,41 @@ class SpareRows:
             buf[:C] = self.V
             self.V = buf[:C]
             self._VX = buf
+            self._spare_zero = True
         return buf
 
     def block_products(self, X, pos: int, m: int):
         """``(X_B, [V; X_B] X_B^T)`` for rows ``pos .. pos+m-1`` of ``X`` (dense, or CSR
         densified): the block is copied into the spare rows below V, so one GEMM gives
-        the margins (first C rows) and the block's Gram matrix (last m rows)."""
+        the margins (first C rows) and the block's Gram matrix (last m rows).
+
+        A CSR block is scattered into spare rows kept at zero (:meth:`release_block`
+        clears only its non-zeros again), so densifying costs its non-zeros, not
+        ``m x d``; if a block was not released (an error, or dense rows) the rows are
+        zeroed first.
+        """
         C = self.V.shape[0]
         VX = self.reserve(m)
-        if sp.issparse(X):
-            X[pos:pos + m].toarray(out=VX[C:C + m])
-        else:
-            VX[C:C + m] = X[pos:pos + m]
         XB = VX[C:C + m]
+        if sp.issparse(X):
+            if not self._spare_zero:
+                XB[...] = 0
+            self._spare_zero = False
+            _kernels.csr_scatter(X.data, X.indices, X.indptr, pos, m, XB, False,
+                                 numba.get_num_threads())
+        else:
+            self._spare_zero = False
+            XB[...] = X[pos:pos + m]
         return XB, VX[:C + m] @ XB.T
+
+    def release_block(self, X, pos: int, m: int) -> None:
+        """After a CSR block of :meth:`block_products` is used: zero its non-zeros in
+        the spare rows again, so the next CSR block needs no full clear."""
+        if sp.issparse(X):
+            C = self.V.shape[0]
+            _kernels.csr_scatter(X.data, X.indices, X.indptr, pos, m, self._VX[C:C + m], True,
+                                 numba.get_num_threads())
+            self._spare_zero = True
 
 
 class GroupState(SpareRows):
@@ -211,20 +232,30 @@ def walks_sparse(X, pos: int, m: int, dense_above: float) -> bool:
 _NO_RATIO = np.empty(0)
 
 
-def add_block(V, U, A, XB, ratio=None) -> int:
+def add_block(V, U, A, XB, ratio=None, rows=None) -> int:
     """``V += A X_B``, and ``U += (A diag(ratio)) X_B`` when ``ratio`` is given.
 
     Row by row over the non-zeros of A when they are fewer than
-    :data:`SPARSE_UPDATE_DENSITY` of its entries, else by GEMM. Returns the
-    number of non-zeros of A.
+    :data:`SPARSE_UPDATE_DENSITY` of its entries, else by GEMM. ``rows = (X, pos)``
+    names the CSR rows that ``X_B`` densifies: when they hold at most
+    :data:`CSR_ROWS_UPDATE_BELOW` non-zeros per entry, the row-by-row form visits only
+    their non-zeros (the same values; not for CSR with duplicate indices, which stays on
+    ``X_B``). Returns the number of non-zeros of A.
     """
     nnz = int(np.count_nonzero(A))
     if nnz:
         update_u = ratio is not None
         if nnz < SPARSE_UPDATE_DENSITY * A.size:
-            _kernels.sparse_rows_update(V, U if update_u else V, A,
-                                        ratio if update_u else _NO_RATIO, XB, update_u,
-                                        numba.get_num_threads())
+            U_ = U if update_u else V
+            ratio_ = ratio if update_u else _NO_RATIO
+            nt = numba.get_num_threads()
+            X = None if rows is None else rows[0]
+            if (X is not None and sp.issparse(X) and X.has_canonical_format
+                    and walks_sparse(X, rows[1], A.shape[1], CSR_ROWS_UPDATE_BELOW)):
+                _kernels.csr_rows_update(V, U_, A, ratio_, X.data, X.indices, X.indptr,
+                                         rows[1], update_u, nt)
+            else:
+                _kernels.sparse_rows_update(V, U_, A, ratio_, XB, update_u, nt)
         else:
             _gemm_update(V, A, XB)
             if update_u:
@@ -326,7 +357,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
                                 A, numba.get_num_threads())
             tw = perf_counter()
             nnz = add_block(state.V, state.U, A, XB,
-                            coef_u[:m] / coef_v[:m] if update_u else None)
+                            coef_u[:m] / coef_v[:m] if update_u else None, rows=(X, pos))
+            state.release_block(X, pos, m)
             if timings is not None:
                 tu = perf_counter()
                 for k, v in (("margins", tac - tic), ("gram", toc - tac), ("walk", tw - toc),
@@ -345,6 +377,12 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
 #: the dense GEMM path (densified into the state's spare rows); see train_chunk and
 #: docs/BENCHMARKS.md, "Trainer density crossover" (issue 16).
 DENSE_BLOCK_ABOVE = 0.033
+
+#: The row-by-row update of a densified CSR block reads the CSR non-zeros (not the
+#: dense rows) up to this density: measured (1000 x 16384 weights, 256 rows, 5% of pairs
+#: violating) 0.5x the dense rows' time at 3%, 0.9x at 9.5%, 1.5x at 16%, 2.2x at 24%
+#: (docs/BENCHMARKS.md, "Dense blocks from CSR non-zeros").
+CSR_ROWS_UPDATE_BELOW = 0.08
 
 #: A CSR batch with more non-zeros than this fraction is densified for a GEMM.
 DENSIFY_ABOVE = 0.05

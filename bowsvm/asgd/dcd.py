@@ -186,7 +186,8 @@ def dcd_chunk(state: DualState, X, y, idx, hyper, dense_above: float | None = No
             A = np.empty((C, m))
             _kernels.dcd_dense_walk(MG[:C], G, qd[sl], state.row_class, y[sl], idx[sl],
                                     state.alpha, upos, uneg, state.b, A, nt)
-            add_block(state.V, None, A, XB)
+            add_block(state.V, None, A, XB, rows=(X, pos))
+            state.release_block(X, pos, m)
         if hyper.averaged and state.U is not None and state.t >= hyper.average_start:
             state.count += 1
             _kernels.running_mean(state.U, state.V, state.ubar, state.b, 1.0 / state.count, nt)

@@ -62,8 +62,8 @@ class ASGDClassifier(ClassifierMixin, BaseEstimator):
         convergence comparison of the paper's Fig. 3.
     pos_weight : float or "auto", default=1.0
         Weight ``q`` of a positive sample's hinge loss in each one-vs-all
-        problem (negatives weigh 1); ``"auto"`` is ``(C - 1) / sqrt(C)`` for C
-        classes (at least 1), as if each positive met sqrt(C) negatives.
+        problem (negatives weigh 1); ``"auto"`` is ``(C - 1) / C^(2/3)`` for C
+        classes (at least 1), as if each positive met C^(2/3) negatives.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training rows (stratified:
         ``sklearn.model_selection.train_test_split(arange(n),

@@ -116,8 +116,8 @@ def add_arguments(parser) -> None:
                              "--reg and --pos-weight value); a list as for --reg")
     parser.add_argument("--pos-weight", default="auto", metavar="Q[,Q...]",
                         help="weight of a positive sample's hinge loss in each one-vs-all "
-                             "problem (negatives weigh 1); 'auto' is (C-1)/sqrt(C) for C "
-                             "classes (1 for 2 classes); a list as for --reg")
+                             "problem (negatives weigh 1); 'auto' is (C-1)/C^(2/3) for C "
+                             "classes, at least 1 (10 for 1000 classes); a list as for --reg")
     parser.add_argument("--early-stop", type=int, default=0, metavar="N",
                         help="keep the epoch with the best val score and stop after N epochs "
                              "without a gain (0: off, the model is the last epoch's)")
