@@ -94,6 +94,10 @@ def test_density_bench_times_both_epochs_of_every_path(tmp_path, solver, start):
         floor = r[f"{r['floor']}_seconds"]
         assert r["default_over_floor"] == r["default_seconds"] / floor
         assert r["default_epoch1_over_floor"] == r["default_epoch1_seconds"] / floor
+        # one repetition: the paired ratio is that run over the floor timed just before it
+        (paired,) = r["paired_floor_seconds"]
+        assert paired > 0 and r["default_paired_over_floor"] == r["default_seconds"] / paired
+        assert r["default_paired_epoch1_over_floor"] == r["default_epoch1_seconds"] / paired
 
 
 def test_block_update_bench_compares_both_forms(tmp_path):
