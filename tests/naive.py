@@ -248,6 +248,31 @@ def asgd_sequential(X, y, row_class, *, reg, eta0, power, average_start, bias_lr
                 bbar[c] = (1.0 - alpha) * bbar[c] + alpha * b[c]
     return wbar, bbar, w, b, t
 
+
+def naive_csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v,
+                   coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u):
+    """``csr_walk_cols`` loop by loop on weights by rows (V, U (C, d)), class by class and
+    sample by sample: float64 dot products in the row's order, steps rounded to the
+    weights' dtype, as the kernel does (so the same bits)."""
+    for c in range(V.shape[0]):
+        for j in range(m):
+            r = row0 + j
+            ks = range(indptr[r], indptr[r + 1])
+            dot = 0.0
+            for k in ks:
+                dot += float(V[c, indices[k]]) * float(data[k])
+            score = p11_prev[j] * dot + b[c]
+            yc = 1.0 if y[j] == row_class[c] else -1.0
+            if yc * score < 1.0:
+                qy = pos_weight if yc > 0.0 else -1.0
+                for k in ks:
+                    V[c, indices[k]] += V.dtype.type(coef_v[j] * qy * float(data[k]))
+                    if update_u:
+                        U[c, indices[k]] += U.dtype.type(coef_u[j] * qy * float(data[k]))
+                b[c] += bias_lr * eta[j] * qy
+            bbar[c] = (1.0 - alpha[j]) * bbar[c] + alpha[j] * b[c]
+
+
 def dcd_sequential(X, y, row_class, *, reg, pos_weight=1.0, orders, n_rows=None,
                    average_start=None, block_size=None, averaged=True):
     """Plain sequential one-vs-all dual coordinate descent (liblinear's L1-loss SVM).

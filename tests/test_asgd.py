@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from naive import asgd_sequential
+from naive import asgd_sequential, naive_csr_walk
 
 from bowsvm.asgd import ASGDClassifier
 from bowsvm.asgd import core
@@ -332,7 +332,7 @@ def test_mixed_density_chunk_switches_paths_per_block(block_size):
     wbar, bbar, *_ = asgd_sequential(X, y, np.arange(C), average_start=0, epochs=1, **KW)
     hyper = core.Hyper(block_size=block_size, average_start=0, **KW)
     calls = {"walk": 0}
-    real_walk = core._kernels.csr_walk
+    real_walk = core._kernels.csr_walk_cols
 
     def counting_walk(*a):
         calls["walk"] += 1
@@ -340,11 +340,11 @@ def test_mixed_density_chunk_switches_paths_per_block(block_size):
 
     st = core.GroupState(np.arange(C), d, np.float64)
     tm = {}
-    core._kernels.csr_walk = counting_walk
+    core._kernels.csr_walk_cols = counting_walk
     try:
         core.train_chunk(st, Xs, y, hyper, tm, dense_above=0.5)
     finally:
-        core._kernels.csr_walk = real_walk
+        core._kernels.csr_walk_cols = real_walk
     st.fold()
     W, b = st.averaged()
     n_blocks = -(-n // block_size)
@@ -445,3 +445,89 @@ def test_csr_scatter_and_clear():
     np.testing.assert_array_equal(out, X[20:33].toarray())
     core._kernels.csr_scatter(X.data, X.indices, X.indptr, 20, 13, out, True, 2)
     assert not out.any()
+
+
+def test_openblas_threads_sleep_soon_after_a_call():
+    """Importing bowsvm before numpy sets OPENBLAS_THREAD_TIMEOUT (OpenBLAS reads it once,
+    when it loads), a value the user set wins, and spark-submit's environment carries it."""
+    import os
+    import subprocess
+    import sys
+
+    import bowsvm
+
+    code = ("import bowsvm.spark, numpy, os; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], "
+            "bowsvm.spark.spark_env()['OPENBLAS_THREAD_TIMEOUT'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def run(e):
+        return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run(env) == [bowsvm.OPENBLAS_THREAD_TIMEOUT] * 2 == ["16", "16"]
+    assert run({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}) == ["28", "28"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("update_u", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_csr_walk_cols_equals_naive_walk(dtype, update_u, n_threads):
+    """The walk on weights by columns gives the bits of the loop-by-loop walk on weights by
+    rows (rows with repeated columns, an empty row, classes not divisible by threads)."""
+    rng = np.random.default_rng(7)
+    C, d, n, row0, m = 7, 40, 30, 4, 22
+    X = sp.random(n, d, density=0.2, format="csr", random_state=8, dtype=np.float64)
+    X = sp.lil_matrix(X.multiply(rng.normal(size=(n, d))))
+    X[row0 + 3] = 0
+    X = sp.csr_matrix(X)
+    X.eliminate_zeros()
+    data = np.concatenate([X.data, [0.7, -0.3]]).astype(dtype)  # two repeats in the last row
+    indices = np.concatenate([X.indices, X.indices[X.indptr[-2]:X.indptr[-2] + 2]]).astype(np.int32)
+    indptr = X.indptr.astype(np.int64)
+    indptr[-1] += 2
+    y = rng.integers(0, C, m)
+    row_class = np.arange(C)
+    p11_prev, coef_v, coef_u = rng.uniform(0.5, 1.5, m), rng.uniform(0.01, 0.5, m), rng.uniform(0.01, 0.3, m)
+    eta, alpha = rng.uniform(0.01, 0.3, m), rng.uniform(0.0, 1.0, m)
+    V = (0.3 * rng.normal(size=(C, d))).astype(dtype)
+    U = (0.3 * rng.normal(size=(C, d))).astype(dtype)
+    b, bbar = 0.1 * rng.normal(size=C), 0.1 * rng.normal(size=C)
+    VT, UT, bk, bbk = np.ascontiguousarray(V.T), np.ascontiguousarray(U.T), b.copy(), bbar.copy()
+    V0 = V.copy()
+    naive_csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v, coef_u,
+                   eta, alpha, 0.1, 2.0, b, bbar, update_u)
+    core._kernels.csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y, p11_prev,
+                                coef_v, coef_u, eta, alpha, 0.1, 2.0, bk, bbk, update_u, n_threads)
+    for a, ref in ((VT.T, V), (UT.T, U), (bk, b), (bbk, bbar)):
+        np.testing.assert_array_equal(a, ref)
+    assert not np.array_equal(VT.T, V0)  # some pairs violated
+
+
+def test_weights_by_columns_come_back_for_every_reader():
+    """Walked CSR chunks leave the weights by columns; checkpoints, weights, averaged,
+    a dense chunk after them and fold between chunks all see the same values as a state
+    that was copied back to rows after every chunk."""
+    C, d, n = 6, 50, 120
+    X, y = _data(n, d, C, seed=9, density=0.05)
+    Xs = sp.csr_matrix(X.astype(np.float32))
+    h = core.Hyper(block_size=16, average_start=30, **KW)
+    chunks = [slice(0, 40), slice(40, 80), slice(80, 120)]
+    a = core.GroupState(np.arange(C), d, np.float32)
+    ref = core.GroupState(np.arange(C), d, np.float32)
+    for e, sl in enumerate(chunks):
+        Xin = Xs[sl].toarray() if e == 1 else Xs[sl]  # walked, dense, walked
+        core.train_chunk(a, Xin, y[sl], h, dense_above=1.0)
+        a.fold()
+        if e == 0:  # a checkpoint taken while the weights are by columns
+            a = core.GroupState.from_arrays(a.to_arrays())
+        core.train_chunk(ref, Xin, y[sl], h, dense_above=1.0)
+        ref.fold()
+        ref.by_rows()
+    assert a._cols is not None  # the last chunk was walked
+    Wa, ba = a.averaged()
+    Wr, br = ref.averaged()
+    np.testing.assert_array_equal(Wa, Wr)
+    np.testing.assert_array_equal(ba, br)
+    np.testing.assert_array_equal(a.weights()[0], ref.weights()[0])
+    assert a._cols is None and np.abs(Wa).max() > 0.01

@@ -94,10 +94,37 @@ def test_density_bench_times_both_epochs_of_every_path(tmp_path, solver, start):
         floor = r[f"{r['floor']}_seconds"]
         assert r["default_over_floor"] == r["default_seconds"] / floor
         assert r["default_epoch1_over_floor"] == r["default_epoch1_seconds"] / floor
-        # one repetition: the paired ratio is that run over the floor timed just before it
-        (paired,) = r["paired_floor_seconds"]
-        assert paired > 0 and r["default_paired_over_floor"] == r["default_seconds"] / paired
-        assert r["default_paired_epoch1_over_floor"] == r["default_epoch1_seconds"] / paired
+        # one repetition: each epoch over the mean of the floors timed around it
+        ((f0, f1, f2),) = r["paired_floor_seconds"]
+        assert min(f0, f1, f2) > 0
+        assert r["default_paired_epoch1_over_floor"] == r["default_epoch1_seconds"] / ((f0 + f1) / 2)
+        assert r["default_paired_over_floor"] == r["default_seconds"] / ((f1 + f2) / 2)
+        assert r["block_gemms_paired_over_gemm"] > 0 and r["margin_gemms_paired_over_gemm"] > 0
+        if solver == "asgd":  # the default epoch's phases, over the same floors
+            phases = r["default_phases_over_floor"]
+            assert phases["walk"] > 0 and 0 <= phases["violating"] <= 1
+            if r["floor"] == "gemm":  # dense blocks: margins GEMM and updates
+                assert phases["margins"] > 0 and phases["violating"] > 0
+
+
+def test_density_bench_times_a_feature_sets_rows(tmp_path):
+    """--features times the rows of a feature set's train split (its classes, its
+    density), only the paths asked for."""
+    import bench_density
+    make_feature_set(tmp_path, "fs", n=(300, 90), d=24, C=6, layout="sparse")
+    out = tmp_path / "density.json"
+    assert bench_density.main(["--features", str(tmp_path), "--feature-set", "fs", "--rows", "200",
+                               "--paths", "dense,default", "--reps", "1", "--average-start",
+                               "epoch", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    (r,) = summary["rows"]
+    assert (r["features"], r["n"], r["d"], r["C"], summary["average_start"]) == ("fs", 200, 24, 6, 200)
+    assert 0.3 < r["density"] < 0.5 and r["floor"] == "gemm"
+    assert "sparse_seconds" not in r and r["dense_seconds"] > 0 and r["default_seconds"] > 0
+    with pytest.raises(SystemExit):
+        bench_density.main(["--features", str(tmp_path), "--paths", "default"])  # no --feature-set
+    with pytest.raises(SystemExit):
+        bench_density.main(["--paths", "walk"])
 
 
 def test_block_update_bench_compares_both_forms(tmp_path):

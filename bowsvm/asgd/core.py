@@ -135,6 +135,14 @@ class GroupState(SpareRows):
         Samples seen.
     u_zero : bool
         True while U is known to be zero (the alpha = 1 phase).
+
+    Notes
+    -----
+    While CSR blocks are walked row by row the weights are held by columns (V and U
+    transposed, (d, C), see :meth:`by_columns`): a row's dot products then read
+    contiguous runs instead of gathers. V and U are stale meanwhile and memory doubles;
+    :meth:`by_rows` (called by the dense path and by every method that hands out or
+    saves weights) copies the columns back and drops them.
     """
 
     def __init__(self, row_class, n_features, dtype, averaged=True):
@@ -148,41 +156,69 @@ class GroupState(SpareRows):
         self.bbar = np.zeros(C)
         self.t = 0
         self.u_zero = True
+        self._cols = None
+
+    # -- layout ------------------------------------------------------------------
+    def by_columns(self):
+        """``(VT, UT)``: the weights held by columns, (d, C) C-contiguous (``UT`` None
+        for plain SGD); from now on they, not V and U, are the weights."""
+        if getattr(self, "_cols", None) is None:
+            self._cols = (np.ascontiguousarray(self.V.T),
+                          None if self.U is None else np.ascontiguousarray(self.U.T))
+        return self._cols
+
+    def by_rows(self) -> None:
+        """Copy weights held by columns back into V and U and drop the columns."""
+        cols = getattr(self, "_cols", None)
+        if cols is not None:
+            self._cols = None
+            np.copyto(self.V, cols[0].T)
+            if cols[1] is not None:
+                np.copyto(self.U, cols[1].T)
+
+    def _live(self):
+        """``(V, U)`` in the layout that holds the weights now (elementwise use only)."""
+        cols = getattr(self, "_cols", None)
+        return (self.V, self.U) if cols is None else cols
 
     # -- P handling -----------------------------------------------------------
     def fold(self) -> None:
         """Fold P into V and U so that P becomes the identity (U = wbar, V = w)."""
         p11, p21, p22 = (float(x) for x in self.P)
-        if self.U is None:
+        V, U = self._live()
+        if U is None:
             if p11 != 1.0:
-                _kernels.fold(self.V, self.V, p11, 0.0, 1.0, False, numba.get_num_threads())
+                _kernels.fold(V, V, p11, 0.0, 1.0, False, numba.get_num_threads())
             self.P[:] = (1.0, 1.0, 1.0)
             return
         if self.u_zero:
             # u = 0 and wbar = w = P11 v.
-            self.U[...] = 0
-            _kernels.fold(self.V, self.U, p11, p11, 1.0, True, numba.get_num_threads())
+            U[...] = 0
+            _kernels.fold(V, U, p11, p11, 1.0, True, numba.get_num_threads())
         else:
-            _kernels.fold(self.V, self.U, p11, p21, p22, True, numba.get_num_threads())
+            _kernels.fold(V, U, p11, p21, p22, True, numba.get_num_threads())
         self.P[:] = (1.0, 0.0, 1.0)
         self.u_zero = False
 
     def enter_alpha_one(self) -> None:
         """Switch to the alpha = 1 form (u = 0, P21 = P11, P22 = 1): wbar equals w."""
         if not self.u_zero:
-            if self.U is not None:
-                self.U[...] = 0
+            U = self._live()[1]
+            if U is not None:
+                U[...] = 0
             self.u_zero = True
         self.P[1] = self.P[0]
         self.P[2] = 1.0
 
     def weights(self):
         """Fold, then return (w, b): the current (not averaged) weights."""
+        self.by_rows()
         self.fold()
         return self.V, self.b
 
     def averaged(self):
         """Fold, then return (wbar, bbar); for plain SGD the weights themselves."""
+        self.by_rows()
         self.fold()
         if self.U is None:
             return self.V, self.b
@@ -191,6 +227,7 @@ class GroupState(SpareRows):
     # -- checkpoints -------------------------------------------------------------
     def to_arrays(self, prefix: str = "") -> dict:
         """The state as a dict of arrays (for ``np.savez``); folds first."""
+        self.by_rows()
         self.fold()
         out = {
             prefix + "V": self.V,
@@ -219,6 +256,7 @@ class GroupState(SpareRows):
         sc = np.asarray(arrays[prefix + "scalars"])
         st.t = int(sc[0])
         st.u_zero = bool(sc[1])
+        st._cols = None
         return st
 
 
@@ -290,7 +328,7 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
     dense_above : float or None
         For CSR ``X``: a block of rows with more non-zeros than this fraction
         is copied into a dense buffer and trained by the dense GEMM path; a
-        sparser block is walked row by row (``csr_walk``). None means
+        sparser block is walked row by row (``csr_walk_cols``). None means
         :data:`DENSE_BLOCK_ABOVE`, the measured crossover; 1.0 keeps every
         block sparse, 0.0 makes every block dense.
 
@@ -336,16 +374,18 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
         update_u = state.U is not None and bool(np.any(coef_u[:m] != 0.0))
         if is_sparse and walks_sparse(X, pos, m, dense_above):
             tic = perf_counter()
-            _kernels.csr_walk(state.V, state.U if state.U is not None else state.V,
-                              data, indices, indptr, pos, m, state.row_class, yb,
-                              p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
-                              hyper.pos_weight, state.b, state.bbar, update_u,
-                              numba.get_num_threads())
+            VT, UT = state.by_columns()
+            _kernels.csr_walk_cols(VT, UT if UT is not None else VT,
+                                   data, indices, indptr, pos, m, state.row_class, yb,
+                                   p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
+                                   hyper.pos_weight, state.b, state.bbar, update_u,
+                                   numba.get_num_threads())
             if timings is not None:
                 timings["walk"] = timings.get("walk", 0.0) + perf_counter() - tic
                 timings["pairs"] = timings.get("pairs", 0) + C * m
         else:
             tic = perf_counter()
+            state.by_rows()
             XB, MG = state.block_products(X, pos, m)  # margins and Gram matrix, one GEMM
             Mg = MG[:C]
             tac = perf_counter()
