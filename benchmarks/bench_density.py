@@ -35,6 +35,9 @@ rows costs over one GEMM of all rows, whose V is read and packed once. With ``ti
 ``default_phases_over_floor`` (and ``_epoch1_``) splits the default epoch into
 ``train_chunk``'s phases, each over the same floors.
 
+``--walk-layout rows|columns`` forces the sparse walk's layout (``auto``: as shipped, by
+columns from :data:`bowsvm.asgd.core.COLUMNS_WALK_PER_THREAD` classes per thread).
+
 ``--features DIR --feature-set NAME`` times the rows of a feature set's train split
 instead of generated ones (``--rows`` of them, shuffled; its classes), at their own
 density; ``--paths`` picks the trainer paths to time (the sparse walk is slow on dense
@@ -69,6 +72,7 @@ import numpy as np  # noqa: E402
 
 from bench_asgd import sparse_data  # noqa: E402
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit  # noqa: E402
+from bowsvm.asgd import core  # noqa: E402
 from bowsvm.asgd.core import DENSE_BLOCK_ABOVE, GroupState, Hyper, train_chunk  # noqa: E402
 from bowsvm.asgd.dcd import DualState, dcd_chunk  # noqa: E402
 
@@ -211,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--features", default=None, help="feature root: time its rows, not generated ones")
     p.add_argument("--feature-set", default=None)
     p.add_argument("--rows", type=int, default=21000, help="train rows read with --features")
+    p.add_argument("--walk-layout", choices=("auto", "rows", "columns"), default="auto",
+                   help="weights of the sparse walk: by rows, by columns, or as shipped "
+                        "(columns from COLUMNS_WALK_PER_THREAD classes per thread)")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     a = p.parse_args(argv)
     paths = [x.strip() for x in a.paths.split(",") if x.strip()]
@@ -219,6 +226,8 @@ def main(argv=None) -> int:
     if (a.features is None) != (a.feature_set is None):
         p.error("--features and --feature-set go together")
     n_jobs = resolve_n_jobs(a.n_jobs)
+    if a.walk_layout != "auto":
+        core.COLUMNS_WALK_PER_THREAD = 0 if a.walk_layout == "columns" else 1 << 62
     average_start = a.n if a.average_start == "epoch" else int(a.average_start)
     hyper = Hyper(reg=a.reg, eta0=a.eta0, power=2 / 3, bias_lr=0.1, block_size=a.block_size,
                   average_start=average_start, pos_weight=a.pos_weight, solver=a.solver)
@@ -273,7 +282,9 @@ def main(argv=None) -> int:
             log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
             rows.append(r)
     summary = {"benchmark": "density", "solver": a.solver, "dense_block_above": DENSE_BLOCK_ABOVE,
-               "average_start": hyper.average_start, "pos_weight": a.pos_weight, "rows": rows}
+               "average_start": hyper.average_start, "pos_weight": a.pos_weight,
+               "walk_layout": a.walk_layout, "columns_walk_per_thread": core.COLUMNS_WALK_PER_THREAD,
+               "rows": rows}
     text = json.dumps(summary)
     print(text)
     if a.out:

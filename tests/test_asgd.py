@@ -316,8 +316,9 @@ def test_hyper_defaults_are_the_estimators():
     assert core.Hyper() == ASGDClassifier()._hyper()
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
 @pytest.mark.parametrize("block_size", [4, 16])
-def test_mixed_density_chunk_switches_paths_per_block(block_size):
+def test_mixed_density_chunk_switches_paths_per_block(monkeypatch, block_size, layout):
     """A chunk whose blocks alternate sparse / dense-ish takes both paths and still
     equals the sequential algorithm; the counts show both paths ran."""
     rng = np.random.default_rng(5)
@@ -332,19 +333,18 @@ def test_mixed_density_chunk_switches_paths_per_block(block_size):
     wbar, bbar, *_ = asgd_sequential(X, y, np.arange(C), average_start=0, epochs=1, **KW)
     hyper = core.Hyper(block_size=block_size, average_start=0, **KW)
     calls = {"walk": 0}
-    real_walk = core._kernels.csr_walk_cols
+    name = "csr_walk_cols" if layout == "columns" else "csr_walk"
+    real_walk = getattr(core._kernels, name)
 
     def counting_walk(*a):
         calls["walk"] += 1
         return real_walk(*a)
 
+    monkeypatch.setattr(core, "COLUMNS_WALK_PER_THREAD", 0 if layout == "columns" else 10**9)
     st = core.GroupState(np.arange(C), d, np.float64)
     tm = {}
-    core._kernels.csr_walk_cols = counting_walk
-    try:
-        core.train_chunk(st, Xs, y, hyper, tm, dense_above=0.5)
-    finally:
-        core._kernels.csr_walk_cols = real_walk
+    monkeypatch.setattr(core._kernels, name, counting_walk)
+    core.train_chunk(st, Xs, y, hyper, tm, dense_above=0.5)
     st.fold()
     W, b = st.averaged()
     n_blocks = -(-n // block_size)
@@ -469,12 +469,14 @@ def test_openblas_threads_sleep_soon_after_a_call():
     assert run({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}) == ["28", "28"]
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("update_u", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-def test_csr_walk_cols_equals_naive_walk(dtype, update_u, n_threads):
-    """The walk on weights by columns gives the bits of the loop-by-loop walk on weights by
-    rows (rows with repeated columns, an empty row, classes not divisible by threads)."""
+def test_csr_walks_equal_naive_walk(layout, dtype, update_u, n_threads):
+    """Both sparse walks, on weights by rows and by columns, give the bits of the
+    loop-by-loop walk (rows with repeated columns, an empty row, classes not divisible by
+    threads or by the row walk's four)."""
     rng = np.random.default_rng(7)
     C, d, n, row0, m = 7, 40, 30, 4, 22
     X = sp.random(n, d, density=0.2, format="csr", random_state=8, dtype=np.float64)
@@ -494,20 +496,28 @@ def test_csr_walk_cols_equals_naive_walk(dtype, update_u, n_threads):
     U = (0.3 * rng.normal(size=(C, d))).astype(dtype)
     b, bbar = 0.1 * rng.normal(size=C), 0.1 * rng.normal(size=C)
     VT, UT, bk, bbk = np.ascontiguousarray(V.T), np.ascontiguousarray(U.T), b.copy(), bbar.copy()
-    V0 = V.copy()
+    V0, U0 = V.copy(), U.copy()
     naive_csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v, coef_u,
                    eta, alpha, 0.1, 2.0, b, bbar, update_u)
-    core._kernels.csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y, p11_prev,
-                                coef_v, coef_u, eta, alpha, 0.1, 2.0, bk, bbk, update_u, n_threads)
+    if layout == "columns":
+        core._kernels.csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y,
+                                    p11_prev, coef_v, coef_u, eta, alpha, 0.1, 2.0, bk, bbk,
+                                    update_u, n_threads)
+    else:
+        VT, UT = V0.copy(), U0.copy()  # by rows
+        core._kernels.csr_walk(VT, UT, data, indices, indptr, row0, m, row_class, y,
+                               p11_prev, coef_v, coef_u, eta, alpha, 0.1, 2.0, bk, bbk,
+                               update_u, n_threads)
+        VT, UT = VT.T, UT.T
     for a, ref in ((VT.T, V), (UT.T, U), (bk, b), (bbk, bbar)):
         np.testing.assert_array_equal(a, ref)
     assert not np.array_equal(VT.T, V0)  # some pairs violated
 
 
-def test_weights_by_columns_come_back_for_every_reader():
+def test_weights_by_columns_come_back_for_every_reader(monkeypatch):
     """Walked CSR chunks leave the weights by columns; checkpoints, weights, averaged,
-    a dense chunk after them and fold between chunks all see the same values as a state
-    that was copied back to rows after every chunk."""
+    a dense chunk after them and fold between chunks all see the bits of the same chunks
+    walked by rows."""
     C, d, n = 6, 50, 120
     X, y = _data(n, d, C, seed=9, density=0.05)
     Xs = sp.csr_matrix(X.astype(np.float32))
@@ -517,17 +527,25 @@ def test_weights_by_columns_come_back_for_every_reader():
     ref = core.GroupState(np.arange(C), d, np.float32)
     for e, sl in enumerate(chunks):
         Xin = Xs[sl].toarray() if e == 1 else Xs[sl]  # walked, dense, walked
+        monkeypatch.setattr(core, "COLUMNS_WALK_PER_THREAD", 0)
         core.train_chunk(a, Xin, y[sl], h, dense_above=1.0)
         a.fold()
         if e == 0:  # a checkpoint taken while the weights are by columns
             a = core.GroupState.from_arrays(a.to_arrays())
+        monkeypatch.setattr(core, "COLUMNS_WALK_PER_THREAD", 10**9)
         core.train_chunk(ref, Xin, y[sl], h, dense_above=1.0)
         ref.fold()
-        ref.by_rows()
-    assert a._cols is not None  # the last chunk was walked
+    assert a._cols is not None and ref._cols is None  # the last chunk was walked
     Wa, ba = a.averaged()
     Wr, br = ref.averaged()
     np.testing.assert_array_equal(Wa, Wr)
     np.testing.assert_array_equal(ba, br)
     np.testing.assert_array_equal(a.weights()[0], ref.weights()[0])
     assert a._cols is None and np.abs(Wa).max() > 0.01
+
+
+def test_walk_layout_follows_classes_per_thread():
+    n = core.COLUMNS_WALK_PER_THREAD
+    assert core.walks_by_columns(2 * n, 2) and not core.walks_by_columns(2 * n - 1, 2)
+    assert core.walks_by_columns(n, 1) and not core.walks_by_columns(n - 1, 1)
+    assert core.walks_by_columns(1000, 8) == (1000 >= 8 * n)

@@ -230,6 +230,96 @@ def csr_scatter(data, indices, indptr, row0, m, out, clear, n_threads):
                     out[j, indices[k]] += data[k]
 
 
+@njit(**_FLAGS)
+def _csr_step(V, U, c, j, k0, k1, dot, data, indices, row_class, y, p11_prev, coef_v,
+              coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u):
+    """Decide and apply one (class, sample) step of :func:`csr_walk` given its dot product
+    (:func:`csr_walk_cols` has the same lines on columns)."""
+    score = p11_prev[j] * dot + b[c]
+    yc = 1.0 if y[j] == row_class[c] else -1.0
+    if yc * score < 1.0:
+        qy = pos_weight if yc > 0.0 else -1.0
+        av = coef_v[j] * qy
+        for k in range(k0, k1):
+            V[c, indices[k]] += V.dtype.type(av * data[k])
+        if update_u:
+            au = coef_u[j] * qy
+            for k in range(k0, k1):
+                U[c, indices[k]] += U.dtype.type(au * data[k])
+        b[c] += bias_lr * eta[j] * qy
+    bbar[c] = (1.0 - alpha[j]) * bbar[c] + alpha[j] * b[c]
+
+
+@njit(parallel=True, **_FLAGS)
+def csr_walk(V, U, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v,
+             coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u, n_threads):
+    """Sequential ASGD over CSR rows ``row0 .. row0+m-1``, exact, parallel over classes.
+
+    For sparse rows the margins are gathered dot products and the updates are
+    scatters over the row's non-zeros, so each class walks the block in order
+    (no Gram-matrix correction is needed: the walk itself costs what the
+    margins ``X_B V^T`` would). Classes are walked four at a time: each row's
+    indices and values are loaded once for four gathers, and the four dot
+    products are independent addition chains (float64 accumulators).
+
+    Parameters
+    ----------
+    V, U : float32 or float64 (C, d)
+        Transformed weights, updated in place (U only if ``update_u``).
+    data, indices, indptr : CSR arrays of the chunk.
+    y : int64 (m,)
+        Class index of each sample of the block.
+    """
+    C = V.shape[0]
+    nth = max(1, min(n_threads, C))
+    for th in prange(nth):
+        c0 = th * C // nth
+        c1 = (th + 1) * C // nth
+        c = c0
+        while c < c1:
+            if c + 4 <= c1:
+                for j in range(m):
+                    r = row0 + j
+                    k0 = indptr[r]
+                    k1 = indptr[r + 1]
+                    d0 = 0.0
+                    d1 = 0.0
+                    d2 = 0.0
+                    d3 = 0.0
+                    for k in range(k0, k1):
+                        ix = indices[k]
+                        v = np.float64(data[k])
+                        d0 += np.float64(V[c, ix]) * v
+                        d1 += np.float64(V[c + 1, ix]) * v
+                        d2 += np.float64(V[c + 2, ix]) * v
+                        d3 += np.float64(V[c + 3, ix]) * v
+                    _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
+                    _csr_step(V, U, c + 1, j, k0, k1, d1, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
+                    _csr_step(V, U, c + 2, j, k0, k1, d2, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
+                    _csr_step(V, U, c + 3, j, k0, k1, d3, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
+                c += 4
+            else:
+                for j in range(m):
+                    r = row0 + j
+                    k0 = indptr[r]
+                    k1 = indptr[r + 1]
+                    d0 = 0.0
+                    for k in range(k0, k1):
+                        d0 += np.float64(V[c, indices[k]]) * np.float64(data[k])
+                    _csr_step(V, U, c, j, k0, k1, d0, data, indices, row_class, y,
+                              p11_prev, coef_v, coef_u, eta, alpha, bias_lr, pos_weight, b, bbar,
+                              update_u)
+                c += 1
+
+
 @njit(parallel=True, **_FLAGS)
 def csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y, p11_prev, coef_v,
                   coef_u, eta, alpha, bias_lr, pos_weight, b, bbar, update_u, n_threads):
@@ -240,8 +330,10 @@ def csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y, p11_prev
     and walks the rows in order, so each class sees every earlier update. A row's dot
     products for the thread's classes are one pass over the row's non-zeros, each reading
     the contiguous run ``VT[ix, c0:c1]`` (float64 sums, in the row's order); a violating
-    class then adds to its column at the row's non-zeros (``tests/naive.py``
-    ``naive_csr_walk`` is its loop-by-loop twin).
+    class then adds to its column at the row's non-zeros. The same sums and steps as
+    :func:`csr_walk`, so the same bits (``tests/naive.py`` ``naive_csr_walk`` is the
+    loop-by-loop twin of both); faster when a thread owns a few hundred classes or
+    more, slower below (the run over ``c0:c1`` is then too short).
 
     Parameters
     ----------
@@ -268,7 +360,7 @@ def csr_walk_cols(VT, UT, data, indices, indptr, row0, m, row_class, y, p11_prev
                 v = np.float64(data[k])
                 for c in range(c0, c1):
                     acc[c - c0] += np.float64(VT[ix, c]) * v
-            for c in range(c0, c1):
+            for c in range(c0, c1):  # _csr_step on columns (inline: a view there is slower)
                 score = p11_prev[j] * acc[c - c0] + b[c]
                 yc = 1.0 if y[j] == row_class[c] else -1.0
                 if yc * score < 1.0:

@@ -138,9 +138,10 @@ class GroupState(SpareRows):
 
     Notes
     -----
-    While CSR blocks are walked row by row the weights are held by columns (V and U
-    transposed, (d, C), see :meth:`by_columns`): a row's dot products then read
-    contiguous runs instead of gathers. V and U are stale meanwhile and memory doubles;
+    While CSR blocks are walked row by row with many classes (:func:`walks_by_columns`)
+    the weights are held by columns (V and U transposed, (d, C), see :meth:`by_columns`):
+    a row's dot products then read contiguous runs instead of gathers. V and U are stale
+    meanwhile and memory doubles;
     :meth:`by_rows` (called by the dense path and by every method that hands out or
     saves weights) copies the columns back and drops them.
     """
@@ -266,6 +267,20 @@ def walks_sparse(X, pos: int, m: int, dense_above: float) -> bool:
     return bool(X.indptr[pos + m] - X.indptr[pos] <= dense_above * m * X.shape[1])
 
 
+#: The sparse walk holds the weights by columns (``csr_walk_cols``) when each thread owns
+#: at least this many classes, else it walks them by rows (``csr_walk``): measured (2%
+#: density, d 16384, 2 threads) by columns 0.63x of the rows' time at 500 classes per
+#: thread, 0.88x at 200, 1.05x at 100, 1.31x at 50, 1.79x at 25 (docs/BENCHMARKS.md,
+#: "Where a dense-block epoch goes").
+COLUMNS_WALK_PER_THREAD = 200
+
+
+def walks_by_columns(n_classes: int, n_threads: int) -> bool:
+    """True if a sparse walk over ``n_classes`` classes on ``n_threads`` threads holds the
+    weights by columns (:data:`COLUMNS_WALK_PER_THREAD`)."""
+    return n_classes >= COLUMNS_WALK_PER_THREAD * max(1, min(n_threads, n_classes))
+
+
 #: ``sparse_rows_update``'s ratio argument when U is not updated (it is not read then).
 _NO_RATIO = np.empty(0)
 
@@ -328,7 +343,8 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
     dense_above : float or None
         For CSR ``X``: a block of rows with more non-zeros than this fraction
         is copied into a dense buffer and trained by the dense GEMM path; a
-        sparser block is walked row by row (``csr_walk_cols``). None means
+        sparser block is walked row by row (``csr_walk`` or, with many classes,
+        ``csr_walk_cols``). None means
         :data:`DENSE_BLOCK_ABOVE`, the measured crossover; 1.0 keeps every
         block sparse, 0.0 makes every block dense.
 
@@ -374,12 +390,17 @@ def train_chunk(state: GroupState, X, y, hyper: Hyper, timings: dict | None = No
         update_u = state.U is not None and bool(np.any(coef_u[:m] != 0.0))
         if is_sparse and walks_sparse(X, pos, m, dense_above):
             tic = perf_counter()
-            VT, UT = state.by_columns()
-            _kernels.csr_walk_cols(VT, UT if UT is not None else VT,
-                                   data, indices, indptr, pos, m, state.row_class, yb,
-                                   p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
-                                   hyper.pos_weight, state.b, state.bbar, update_u,
-                                   numba.get_num_threads())
+            nt = numba.get_num_threads()
+            if walks_by_columns(C, nt):
+                V_, U_ = state.by_columns()
+                walk = _kernels.csr_walk_cols
+            else:
+                state.by_rows()
+                V_, U_ = state.V, state.U
+                walk = _kernels.csr_walk
+            walk(V_, U_ if U_ is not None else V_, data, indices, indptr, pos, m,
+                 state.row_class, yb, p11_prev, coef_v, coef_u, eta, alpha, hyper.bias_lr,
+                 hyper.pos_weight, state.b, state.bbar, update_u, nt)
             if timings is not None:
                 timings["walk"] = timings.get("walk", 0.0) + perf_counter() - tic
                 timings["pairs"] = timings.get("pairs", 0) + C * m

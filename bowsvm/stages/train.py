@@ -141,7 +141,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="passes over the train split")
     parser.add_argument("--memory-budget", default="2GB",
                         help="bytes for data chunks in memory (weights come on top: 2 x C x dim x 4, "
-                             "twice that while CSR rows sparser than 3.3%% are walked)")
+                             "twice that while CSR rows sparser than 3.3%% are walked with "
+                             "hundreds of classes per thread)")
     parser.add_argument("--block-size", type=int, default=256, help="samples per GEMM block")
     parser.add_argument("--groups", type=int, default=1,
                         help="class groups (units of distributed work; same data pass on one machine)")
