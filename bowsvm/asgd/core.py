@@ -141,9 +141,9 @@ class GroupState(SpareRows):
     While CSR blocks are walked row by row with many classes (:func:`walks_by_columns`)
     the weights are held by columns (V and U transposed, (d, C), see :meth:`by_columns`):
     a row's dot products then read contiguous runs instead of gathers. V and U are stale
-    meanwhile and memory doubles;
-    :meth:`by_rows` (called by the dense path and by every method that hands out or
-    saves weights) copies the columns back and drops them.
+    meanwhile and memory doubles; :meth:`by_rows` (called by the dense path, the row walk
+    and every method that hands out or saves weights) copies the columns back and drops
+    them.
     """
 
     def __init__(self, row_class, n_features, dtype, averaged=True):
