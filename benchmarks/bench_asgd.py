@@ -16,7 +16,6 @@ Each prints a JSON summary as its last line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit  # noqa: E402
 from bowsvm.asgd.core import GroupState, Hyper, train_chunk  # noqa: E402
 from bowsvm.asgd.trainer import calibrate_eta0  # noqa: E402
+from _report import emit  # noqa: E402
 
 
 def log(*a):
@@ -360,10 +360,7 @@ def main(argv=None):
     res = {"dense": bench_dense, "sparse": bench_sparse, "convergence": bench_convergence,
            "memory": bench_memory}[a.which](a)
     res["command"] = "python benchmarks/bench_asgd.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = json.dumps(res, default=float)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(res, a.out, default=float)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_asgd import sparse_data  # noqa: E402
+from _report import emit  # noqa: E402
 from bowsvm.asgd import _kernels  # noqa: E402
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit  # noqa: E402
 
@@ -106,10 +107,7 @@ def main(argv=None) -> int:
                 print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v)
                                   for k, v in r.items()}), file=sys.stderr, flush=True)
                 rows.append(r)
-    text = json.dumps({"benchmark": "block_update", "rows": rows})
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit({"benchmark": "block_update", "rows": rows}, a.out)
     return 0
 
 

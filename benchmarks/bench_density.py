@@ -70,15 +70,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bowsvm  # noqa: E402,F401  before numpy, as in the CLI: OPENBLAS_THREAD_TIMEOUT
 import numpy as np  # noqa: E402
 
-from bench_asgd import sparse_data  # noqa: E402
+from _report import emit  # noqa: E402
+from bench_asgd import log, sparse_data  # noqa: E402
 from bowsvm.asgd._parallel import resolve_n_jobs, thread_limit  # noqa: E402
 from bowsvm.asgd import core  # noqa: E402
 from bowsvm.asgd.core import DENSE_BLOCK_ABOVE, GroupState, Hyper, train_chunk  # noqa: E402
 from bowsvm.asgd.dcd import DualState, dcd_chunk  # noqa: E402
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def best(f, reps):
@@ -285,10 +282,7 @@ def main(argv=None) -> int:
                "average_start": hyper.average_start, "pos_weight": a.pos_weight,
                "walk_layout": a.walk_layout, "columns_walk_per_thread": core.COLUMNS_WALK_PER_THREAD,
                "rows": rows}
-    text = json.dumps(summary)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(summary, a.out)
     return 0
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bowsvm.io.features import shard_files, table_to_features  # noqa: E402
 from bowsvm.io.manifest import read_manifest  # noqa: E402
+from _report import emit  # noqa: E402
 
 
 def log(*a):
@@ -118,10 +119,7 @@ def main(argv=None) -> int:
                             "val_top1": top1(svc, Xva, yva), "test_top1": top1(svc, Xte, yte)}
         log(json.dumps({"linearsvc": out["linearsvc"]}))
     out["loadavg_end"] = os.getloadavg()[0]
-    text = json.dumps(out)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(out, a.out)
     return 0
 
 

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit
+
 
 def train(features, name, models, options, epochs):
     cmd = [str(Path(sys.executable).with_name("bowsvm")), "train", "--feature-set", name,
@@ -125,10 +127,7 @@ def main(argv=None) -> int:
                "best_epoch": best["top1"].index(max(best["top1"])) + 1 if best else None,
                "gap_points": round(100 * (max(best["top1"]) - d), 2) if best and d else None,
                "loadavg": os.getloadavg()[0], "runs": runs}
-    text = json.dumps(summary)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(summary, a.out)
     return 0
 
 
